@@ -1,0 +1,1 @@
+"""Package data: the embedded Fashion-MNIST subset read by `mu_jax.data`."""

@@ -1,0 +1,144 @@
+"""The contract between unlearning methods and the training driver.
+
+A method is a few plain functions (like `optax.GradientTransformation`):
+`prepare` runs once on the host (teachers, masks, generators), each phase's
+`update` is a pure step that the driver jit-compiles once over the device mesh,
+and `plan(epoch)` says which phases run how many steps in an epoch. Methods
+never call `jax.jit`, read flags or do I/O.
+"""
+
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
+
+import jax
+import ml_collections
+
+from mu_jax import losses
+from mu_jax import state as state_lib
+
+PyTree = Any
+Batch = Mapping[str, jax.Array]   # {'image': f32[B, H, W, C], 'label': i32[B]}
+Batches = Mapping[str, Batch]     # keyed by split name: {'forget': ..., ...}
+Metrics = Mapping[str, jax.Array]  # scalars only
+UpdateFn = Callable[[state_lib.TrainState, PyTree, Batches, jax.Array],
+                    tuple[state_lib.TrainState, PyTree, Metrics]]
+
+
+class Phase(NamedTuple):
+  """A pure update and the splits it consumes per call.
+
+  Attributes:
+    update: `(state, method_state, batches, rng) -> (state, method_state,
+      metrics)`. `batches[split]['image']` is normalised float32.
+    splits: the data splits that `batches` holds, e.g. ('forget', 'retain').
+    augment: random crop and flip the images before `update` (the training
+      recipe); unlearning methods see the plain images by default, as the
+      original project did.
+  """
+  update: UpdateFn
+  splits: tuple[str, ...]
+  augment: bool = False
+
+
+class Method(NamedTuple):
+  """An unlearning method.
+
+  Attributes:
+    prepare: `(rng, state) -> (state, method_state)`; host side, once. Whatever
+      `update` needs (teachers, masks) goes into `method_state`, never into a
+      closure, so it is sharded, donated and checkpointed like the state.
+    phases: phase name -> Phase.
+    plan: `epoch -> [(phase_name, num_steps), ...]`.
+  """
+  prepare: Callable[[jax.Array, state_lib.TrainState],
+                    tuple[state_lib.TrainState, PyTree]]
+  phases: Mapping[str, Phase]
+  plan: Callable[[int], Sequence[tuple[str, int]]]
+
+
+class Context(NamedTuple):
+  """Static facts the driver gives a method's `make`.
+
+  Attributes:
+    num_classes: classifier outputs.
+    epochs: epochs the method runs.
+    steps_per_epoch: split name -> full batches per pass over that split.
+    batch_size: split name -> batch size of that split.
+    init_variables: `rng -> (params, model_state)`, a fresh random model
+      (retrain, Bad Teaching's incompetent teacher).
+    iterate: `split -> iterator of normalised, device-placed batches` covering
+      the split once in order, without augmentation; for `prepare` (e.g. the
+      SalUn saliency pass). The last batch may be smaller.
+  """
+  num_classes: int
+  epochs: int
+  steps_per_epoch: Mapping[str, int]
+  batch_size: Mapping[str, int]
+  init_variables: Callable[[jax.Array], tuple[PyTree, PyTree]]
+  iterate: Callable[[str], Iterator[Batch]]
+
+
+def method_config(name: str, *, epochs: int, lr: float, batch_size: int = 128,
+                  optimizer: str = 'sgd', momentum: float = 0.9,
+                  weight_decay: float = 5e-4) -> ml_collections.ConfigDict:
+  """The fields every method's config has; methods add their own.
+
+  `main.py --method NAME` installs `NAME.get_config()` as `config.method`, so
+  each method runs with its own defaults unless flags say otherwise.
+  """
+  config = ml_collections.ConfigDict()
+  config.name = name
+  config.variant = 'canonical'  # canonical | capstone (the original project).
+  config.epochs = epochs
+  config.batch_size = batch_size  # Per split; a multiple of the device count.
+  config.forget_batch_size = 0  # 0 = batch_size.
+  config.retain_batch_size = 0  # 0 = batch_size.
+  config.augment = False  # Unlearning sees plain images, as the original did.
+  config.loss_weight = 0.0  # Weight of a self-supervised term.
+  config.supervised_mode = 'simple'  # simple | original
+  config.data_augment = 'none'  # none | simple | opengan | arpl
+  config.augment_num = 500  # Extra forget samples for data_augment.
+  config.optim = ml_collections.ConfigDict()
+  config.optim.name = optimizer  # sgd | adam (L2 weight decay, as PyTorch).
+  config.optim.lr = lr
+  config.optim.momentum = momentum
+  config.optim.weight_decay = weight_decay
+  config.optim.schedule = 'constant'  # constant | cosine | multistep
+  config.optim.milestones = ()  # Epochs, for multistep.
+  config.optim.gamma = 0.1
+  config.optim.warmup_epochs = 0
+  return config
+
+
+def no_prepare(rng, state):
+  del rng
+  return state, ()
+
+
+def single_phase(update: UpdateFn, splits: Sequence[str], steps: int, *,
+                 prepare=no_prepare, augment: bool = False) -> Method:
+  """The one-phase `Method` most methods are: `steps` updates every epoch."""
+  return Method(prepare=prepare,
+                phases={'main': Phase(update, tuple(splits), augment)},
+                plan=lambda epoch: [('main', steps)])
+
+
+def supervised_update(split: str) -> UpdateFn:
+  """Cross-entropy on the true labels of `split` (fine-tune, retrain)."""
+
+  def update(state, method_state, batches, rng):
+    del rng  # Deterministic given the (already augmented) batch.
+    batch = batches[split]
+
+    def loss_fn(params):
+      (logits, _), model_state = state.apply(params, batch['image'],
+                                             train=True)
+      return losses.cross_entropy(logits, batch['label']), (logits,
+                                                            model_state)
+
+    (loss, (logits, model_state)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params)
+    accuracy = (logits.argmax(-1) == batch['label']).mean()
+    return (state.apply_gradients(grads, model_state), method_state,
+            {'loss': loss, 'accuracy': accuracy})
+
+  return update

@@ -1,0 +1,21 @@
+"""Fine-tune (FT): continue training the original model on the retain set.
+
+The simplest baseline of the unlearning literature (SalUn, Unlearn-Sparse):
+forgetting comes only from catastrophic forgetting of the unseen forget set.
+"""
+
+import ml_collections
+
+from mu_jax.methods import base
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """FT as in SalUn / Unlearn-Sparse, shortened for the embedded dataset."""
+  return base.method_config('finetune', epochs=2, lr=0.01)
+
+
+def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
+  """Returns fine-tuning; `config.augment` enables crop and flip."""
+  return base.single_phase(base.supervised_update('retain'), ('retain',),
+                           ctx.steps_per_epoch['retain'],
+                           augment=config.get('augment', False))

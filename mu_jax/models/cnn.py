@@ -1,0 +1,26 @@
+"""A small CNN (two conv + max-pool stages, one hidden dense layer).
+
+Fast enough on a CPU to train on Fashion-MNIST in seconds; no BatchNorm, so it
+has no mutable state.
+"""
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+class CNN(nn.Module):
+  """conv3x3(w)-pool, conv3x3(2w)-pool, dense(4w), dense(classes)."""
+  num_classes: int
+  width: int = 32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False):
+    del train  # No dropout or BatchNorm.
+    x = nn.relu(nn.Conv(self.width, (3, 3))(x))
+    x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = nn.relu(nn.Conv(2 * self.width, (3, 3))(x))
+    x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = x.reshape((x.shape[0], -1))
+    features = nn.relu(nn.Dense(4 * self.width)(x))
+    logits = nn.Dense(self.num_classes)(features)
+    return logits, features

@@ -1,0 +1,72 @@
+"""Optimizers and learning-rate schedules with PyTorch's semantics.
+
+`torch.optim.SGD(lr, momentum, weight_decay)` and `torch.optim.Adam(...,
+weight_decay)` add `weight_decay * param` to the gradient *before* momentum or
+the Adam moments (L2, not AdamW); `optax.add_decayed_weights` placed first in
+the chain does exactly that (SEED.md section 12).
+"""
+
+import ml_collections
+import optax
+
+SCHEDULES = ('constant', 'cosine', 'multistep')
+OPTIMIZERS = ('sgd', 'adam')
+
+
+def make_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
+                  epochs: int) -> optax.Schedule:
+  """Learning rate per step.
+
+  Args:
+    config: `lr`, `schedule` ('constant', 'cosine' or 'multistep'),
+      `milestones` (epochs, for multistep), `gamma` (multistep factor),
+      `warmup_epochs` (linear warm-up from 0).
+    steps_per_epoch: optimizer steps in one epoch.
+    epochs: length of the run.
+  """
+  kind = config.get('schedule', 'constant')
+  total = max(1, steps_per_epoch * epochs)
+  warmup = int(config.get('warmup_epochs', 0) * steps_per_epoch)
+  if kind == 'constant':
+    main = optax.constant_schedule(config.lr)
+  elif kind == 'cosine':
+    main = optax.cosine_decay_schedule(config.lr, max(1, total - warmup))
+  elif kind == 'multistep':
+    # Milestones count from the start of training, like torch's MultiStepLR.
+    boundaries = {int(m * steps_per_epoch) - warmup: config.get('gamma', 0.1)
+                  for m in config.get('milestones', ())}
+    main = optax.piecewise_constant_schedule(config.lr, boundaries)
+  else:
+    raise ValueError(f'unknown lr schedule {kind!r}; choose one of '
+                     f'{", ".join(SCHEDULES)}')
+  if not warmup:
+    return main
+  return optax.join_schedules(
+      [optax.linear_schedule(0.0, config.lr, warmup), main], [warmup])
+
+
+def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
+                   epochs: int) -> optax.GradientTransformation:
+  """SGD (momentum, optional Nesterov) or Adam, with L2 weight decay.
+
+  Args:
+    config: `name` ('sgd' or 'adam'), `lr` and the schedule fields of
+      `make_schedule`, `momentum`, `weight_decay`, optional `nesterov`.
+    steps_per_epoch: optimizer steps in one epoch.
+    epochs: length of the run.
+  """
+  schedule = make_schedule(config, steps_per_epoch, epochs)
+  name = config.get('name', 'sgd').lower()
+  if name == 'sgd':
+    momentum = config.get('momentum', 0.0) or None
+    opt = optax.sgd(schedule, momentum=momentum,
+                    nesterov=config.get('nesterov', False))
+  elif name == 'adam':
+    opt = optax.adam(schedule)
+  else:
+    raise ValueError(f'unknown optimizer {name!r}; choose one of '
+                     f'{", ".join(OPTIMIZERS)}')
+  weight_decay = config.get('weight_decay', 0.0)
+  if weight_decay:
+    return optax.chain(optax.add_decayed_weights(weight_decay), opt)
+  return opt

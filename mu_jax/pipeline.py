@@ -1,0 +1,347 @@
+"""One experiment end to end: data, split, original and retrained models,
+unlearning, evaluation and the report.
+
+`run(config, workdir)` is what `main.py` calls; it is importable so that
+notebooks and tests run experiments the same way.
+"""
+
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from mu_jax import checkpoint as checkpoint_lib
+from mu_jax import data as data_lib
+from mu_jax import evaluate
+from mu_jax import methods
+from mu_jax import models
+from mu_jax import optim
+from mu_jax import parallel
+from mu_jax import report
+from mu_jax import splits as splits_lib
+from mu_jax import state as state_lib
+from mu_jax import train
+from mu_jax.methods import base
+from mu_jax.methods import retrain
+
+SUPERVISED_MODES = ('simple', 'original')
+DATA_AUGMENTS = ('none', 'simple', 'opengan', 'arpl')
+
+
+class ConfigError(ValueError):
+  """The configuration asks for something impossible or not built."""
+
+
+def _normalize_config(config: ml_collections.ConfigDict):
+  """Canonical spellings (original CLI aliases) and up-front checks."""
+  with config.unlocked():
+    if config.split.mode == 'classwise':
+      config.split.mode = 'class_wise'
+    augment_name = str(config.method.data_augment)
+    if augment_name.lower() in ('', 'none'):
+      augment_name = 'none'
+    if augment_name == 'aplr':
+      logging.warning("--data_augment aplr is read as 'arpl' (the original "
+                      "README's spelling)")
+      augment_name = 'arpl'
+    config.method.data_augment = augment_name
+  methods.get(config.method.name)  # Unknown or unbuilt method: fail now.
+  if config.split.mode not in splits_lib.MODES:
+    raise ConfigError(f'unknown mode {config.split.mode!r}; choose one of '
+                      f'{", ".join(splits_lib.MODES)} (or classwise)')
+  if config.method.supervised_mode not in SUPERVISED_MODES:
+    raise ConfigError(
+        f'unknown supervised_mode {config.method.supervised_mode!r}; choose '
+        f'one of {", ".join(SUPERVISED_MODES)}')
+  if config.method.loss_weight:
+    raise ConfigError(
+        f'--loss_weight {config.method.loss_weight} asks for the '
+        f'self-supervised term ({config.method.supervised_mode}), which is not '
+        'built yet in this version; use --loss_weight 0')
+  if config.method.data_augment not in DATA_AUGMENTS:
+    raise ConfigError(f'unknown data_augment {config.method.data_augment!r};'
+                      f' choose one of {", ".join(DATA_AUGMENTS)}')
+  if config.method.data_augment != 'none':
+    raise ConfigError(f'--data_augment {config.method.data_augment} is not '
+                      'built yet in this version; use --data_augment None')
+  for what, value in (('train.epochs', config.train.epochs),
+                      ('method.epochs', config.method.epochs)):
+    if value < 1:
+      raise ConfigError(f'{what} is {value}; it must be at least 1')
+
+
+def _load_data(config):
+  dataset = data_lib.load(config.data)
+  if config.data.max_train or config.data.max_test:
+    # The embedded set is shuffled, so a prefix stays roughly stratified.
+    n_train = config.data.max_train or len(dataset.train_labels)
+    n_test = config.data.max_test or len(dataset.test_labels)
+    dataset = data_lib.Dataset(
+        name=dataset.name, train_images=dataset.train_images[:n_train],
+        train_labels=dataset.train_labels[:n_train],
+        test_images=dataset.test_images[:n_test],
+        test_labels=dataset.test_labels[:n_test],
+        num_classes=dataset.num_classes, mean=dataset.mean, std=dataset.std)
+  return dataset
+
+
+class _Experiment:
+  """Shared pieces of one run: model factory, mesh, preprocessing."""
+
+  def __init__(self, config, dataset, mesh):
+    self.config, self.dataset, self.mesh = config, dataset, mesh
+    self.model = models.create(config.model, dataset.num_classes)
+    self.image_shape = dataset.train_images.shape[1:]
+
+  def init_variables(self, rng):
+    variables = dict(self.model.init(
+        rng, np.zeros((1, *self.image_shape), np.float32)))
+    params = variables.pop('params')
+    return params, variables
+
+  def new_state(self, tx, rng):
+    return state_lib.create(self.model, tx, self.image_shape, rng)
+
+  def prep(self, augment: bool) -> train.Preprocessing:
+    c = self.config.train
+    return train.Preprocessing(
+        self.dataset.mean, self.dataset.std,
+        crop_padding=c.crop_padding if augment else 0,
+        flip=c.flip and augment)
+
+  def context(self, data, batch_size, epochs) -> base.Context:
+    eval_prep = self.prep(False)
+    return base.Context(
+        num_classes=self.dataset.num_classes, epochs=epochs,
+        steps_per_epoch={s: len(d['label']) // batch_size.get(s, 1)
+                         for s, d in data.items()},
+        batch_size=dict(batch_size), init_variables=self.init_variables,
+        iterate=lambda s: train.iterate_in_order(
+            data[s], batch_size.get(s, self.config.eval.batch_size),
+            eval_prep, self.mesh))
+
+
+def _train_or_restore(exp: _Experiment, kind: str, images, labels,
+                      split_digest: str) -> tuple[Any, dict[str, Any]]:
+  """Trains the original (all data) or retrain model, or reuses its checkpoint.
+
+  Returns:
+    (state, info) with info = {'seconds', 'reused', 'checkpoint', 'history'}.
+  """
+  config = exp.config
+  name = (f'{exp.dataset.name}_{config.model.name}_{split_digest[0]}'
+          f'_s{config.seed}')
+  directory = os.path.join(config.checkpoint_dir, name)
+  recipe = json.loads(json.dumps({
+      'dataset_fingerprint': exp.dataset.fingerprint(),
+      'split': split_digest[1], 'model': config.model.to_dict(),
+      'train': config.train.to_dict(), 'seed': config.seed}))
+  batch = config.train.batch_size
+  data = {'retain': train.split_data(images, labels)}
+  ctx = exp.context(data, {'retain': batch}, config.train.epochs)
+  method = retrain.make(ml_collections.ConfigDict(
+      {'augment': config.train.augment}), ctx)
+  tx = optim.make_optimizer(config.train.optim, ctx.steps_per_epoch['retain'],
+                            config.train.epochs)
+  template = exp.new_state(tx, jax.random.key(config.seed))
+  if kind == 'original' and config.init_from:
+    return _restore_given(exp, template, config.init_from)
+  checkpointer = checkpoint_lib.Checkpointer(directory)
+  try:
+    meta = checkpointer.latest_meta()
+    if meta is not None and meta.get('recipe') != recipe:
+      raise checkpoint_lib.CheckpointError(
+          f'{directory} holds a {kind} model trained with another recipe, '
+          'split or dataset; delete it or set --config.checkpoint_dir')
+    if meta is not None and meta.get('done'):
+      state, _, meta = checkpointer.restore(
+          jax.device_put(template, parallel.replicated(exp.mesh)))
+      logging.info('reusing the %s model in %s', kind, directory)
+      return state, {'seconds': meta['run_seconds'], 'reused': True,
+                     'checkpoint': directory, 'history': meta['history']}
+    result = train.run(
+        method, template, data, epochs=config.train.epochs,
+        batch_size={'retain': batch}, seed=config.seed,
+        prep=exp.prep(config.train.augment), mesh=exp.mesh,
+        desc=f'train {kind}', checkpointer=checkpointer,
+        checkpoint_meta={'recipe': recipe})
+  finally:
+    checkpointer.close()
+  return result.state, {'seconds': result.run_seconds, 'reused': False,
+                        'compile_seconds': result.compile_seconds,
+                        'resumed_from_epoch': result.resumed_from_epoch,
+                        'checkpoint': directory, 'history': result.history}
+
+
+def _restore_given(exp: _Experiment, template, directory: str):
+  """Loads a finished original-model checkpoint named by --config.init_from."""
+  if not os.path.isdir(directory):
+    raise checkpoint_lib.CheckpointError(
+        f'--config.init_from={directory}: no such checkpoint folder')
+  checkpointer = checkpoint_lib.Checkpointer(directory)
+  try:
+    meta = checkpointer.latest_meta()
+    if meta is None or not meta.get('done'):
+      raise checkpoint_lib.CheckpointError(
+          f'--config.init_from={directory} holds no finished training run')
+    state, _, meta = checkpointer.restore(
+        jax.device_put(template, parallel.replicated(exp.mesh)))
+  finally:
+    checkpointer.close()
+  return state, {'seconds': meta['run_seconds'], 'reused': True,
+                 'checkpoint': directory, 'history': meta.get('history', [])}
+
+
+def _unlearn(exp: _Experiment, original, data) -> tuple[Any, dict[str, Any]]:
+  """Runs the configured unlearning method from the original model."""
+  config = exp.config.method
+  module = methods.get(config.name)
+  size = config.batch_size
+  batch_size = {'forget': config.get('forget_batch_size', 0) or size,
+                'retain': config.get('retain_batch_size', 0) or size,
+                'mixed': size}
+  ctx = exp.context(data, batch_size, config.epochs)
+  method = module.make(config, ctx)
+  steps_per_epoch = sum(n for _, n in method.plan(0))
+  tx = optim.make_optimizer(config.optim, max(1, steps_per_epoch),
+                            config.epochs)
+  result = train.run(
+      method, original.with_optimizer(tx), data, epochs=config.epochs,
+      batch_size=batch_size, seed=exp.config.seed,
+      prep=exp.prep(config.augment), mesh=exp.mesh,
+      desc=f'unlearn ({methods.canonical_name(config.name)})')
+  return result.state, {'seconds': result.run_seconds,
+                        'compile_seconds': result.compile_seconds,
+                        'history': result.history}
+
+
+def default_workdir(config, split: splits_lib.Split) -> str:
+  method = methods.canonical_name(config.method.name)
+  return os.path.join('runs', f'{config.data.name}_{config.model.name}',
+                      f'{method}_{split.name}_s{config.seed}')
+
+
+def run(config: ml_collections.ConfigDict, workdir: str = '') -> dict:
+  """Runs one experiment and writes `workdir/report.json`.
+
+  Args:
+    config: see configs/default.py.
+    workdir: output folder; '' = runs/<dataset>_<model>/<method>_<split>_s<seed>.
+
+  Returns:
+    The report (also written to `workdir/report.json`).
+  """
+  total_start = time.perf_counter()
+  _normalize_config(config)
+  if config.distributed.enabled:
+    parallel.initialize_distributed(config.distributed.coordinator_address,
+                                    config.distributed.num_processes,
+                                    config.distributed.process_id)
+  mesh = parallel.make_mesh(config.mesh.num_devices)
+  for what, size in (('train', config.train.batch_size),
+                     ('method', config.method.batch_size),
+                     ('eval', config.eval.batch_size)):
+    parallel.check_batch_size(size, mesh, f'--config.{what}.batch_size:')
+
+  dataset = _load_data(config)
+  split = splits_lib.get_split(
+      dataset.train_labels, dataset.test_labels, dataset.num_classes,
+      dataset.fingerprint(), mode=config.split.mode,
+      forget_num=config.split.forget_num,
+      forget_fraction=config.split.forget_fraction,
+      forget_classes=tuple(config.split.forget_classes), seed=config.seed,
+      saved_data_path=config.split.saved_data_path)
+  workdir = workdir or default_workdir(config, split)
+  logging.info('dataset %s: %d train / %d test; split %s: %d forget, %d '
+               'retain; %d device(s); workdir %s', dataset.name,
+               len(dataset.train_labels), len(dataset.test_labels),
+               split.name, len(split.forget), len(split.retain),
+               mesh.devices.size, workdir)
+  exp = _Experiment(config, dataset, mesh)
+  images, labels = dataset.train_images, dataset.train_labels
+
+  original, original_info = _train_or_restore(
+      exp, 'original', images, labels, ('all', 'all'))
+  retrained, retrain_info = _train_or_restore(
+      exp, 'retrain', images[split.retain], labels[split.retain],
+      (split.name, split.digest()))
+
+  method_name = methods.canonical_name(config.method.name)
+  if method_name == 'retrain':
+    logging.info('retrain uses the training recipe (config.train); --lr and '
+                 '--epoches apply to unlearning methods only')
+    unlearned, unlearn_info = retrained, {
+        'seconds': retrain_info['seconds'], 'compile_seconds': None,
+        'history': retrain_info['history']}
+  else:
+    is_forget = np.zeros(len(labels), np.float32)
+    is_forget[split.forget] = 1.0
+    data = {'forget': train.split_data(images[split.forget],
+                                       labels[split.forget]),
+            'retain': train.split_data(images[split.retain],
+                                       labels[split.retain]),
+            # The whole train set flagged per sample, for methods that mix
+            # forget and retain samples in one batch (the original project).
+            'mixed': train.split_data(images, labels, is_forget=is_forget)}
+    unlearned, unlearn_info = _unlearn(exp, original, data)
+
+  eval_start = time.perf_counter()
+  rows = {}
+  for key, state in (('original', original), ('retrain', retrained),
+                     ('unlearned', unlearned)):
+    outputs = [evaluate.per_example(
+        state, x, y, mean=dataset.mean, std=dataset.std, mesh=mesh,
+        batch_size=config.eval.batch_size, desc=f'eval {key}')
+               for x, y in ((images, labels),
+                            (dataset.test_images, dataset.test_labels))]
+    rows[key] = evaluate.metrics(*outputs, split)
+  for key in ('original', 'unlearned'):
+    rows[key]['avg_gap'] = evaluate.avg_gap(rows[key], rows['retrain'])
+  rows['retrain']['avg_gap'] = 0.0
+  eval_seconds = time.perf_counter() - eval_start
+
+  payload = {
+      'config': json.loads(config.to_json()),
+      'dataset': {'name': dataset.name, 'fingerprint': dataset.fingerprint(),
+                  'train': int(len(labels)),
+                  'test': int(len(dataset.test_labels)),
+                  'num_classes': dataset.num_classes},
+      'split': {'mode': split.mode, 'name': split.name,
+                'digest': split.digest(), 'forget': int(len(split.forget)),
+                'retain': int(len(split.retain)), 'test': int(len(split.test)),
+                'forget_test': int(len(split.forget_test)),
+                'forget_classes': list(split.forget_classes)},
+      'workdir': workdir,
+      'method': method_name,
+      'metrics': rows,
+      'timings': {
+          'original_train_seconds': original_info['seconds'],
+          'original_reused': original_info['reused'],
+          'retrain_seconds': retrain_info['seconds'],
+          'retrain_reused': retrain_info['reused'],
+          'unlearn_seconds': unlearn_info['seconds'],
+          'unlearn_compile_seconds': unlearn_info['compile_seconds'],
+          'eval_seconds': eval_seconds,
+          'total_seconds': time.perf_counter() - total_start},
+      'history': {'original': original_info['history'],
+                  'retrain': retrain_info['history'],
+                  'unlearned': unlearn_info['history']},
+      'checkpoints': {'original': original_info['checkpoint'],
+                      'retrain': retrain_info['checkpoint']},
+      'versions': report.versions(),
+      'device': report.device_info(),
+  }
+  table = report.format_table(
+      {'original': rows['original'], 'retrain': rows['retrain'],
+       f'unlearned ({method_name})': rows['unlearned']},
+      {'original': original_info['seconds'],
+       'retrain': retrain_info['seconds'],
+       f'unlearned ({method_name})': unlearn_info['seconds']})
+  payload['table'] = table
+  report.write_json(os.path.join(workdir, 'report.json'), payload)
+  return payload

@@ -1,0 +1,178 @@
+"""End to end: `python main.py` on the smoke config, and its bad-input paths.
+
+The subprocess runs see one CPU device (the 4 fake devices of conftest.py are
+set in this process only).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import ml_collections
+import numpy as np
+from absl.testing import absltest
+
+from mu_jax import checkpoint as checkpoint_lib
+from mu_jax import pipeline
+from mu_jax import splits as splits_lib
+from mu_jax import train
+from tests import test_util
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _main(tmp, *args):
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  env.pop('XLA_FLAGS', None)
+  return subprocess.run(
+      [sys.executable, 'main.py', '--config=configs/default.py:smoke',
+       f'--config.checkpoint_dir={tmp}/checkpoints', *args],
+      cwd=_ROOT, capture_output=True, text=True, env=env, timeout=600)
+
+
+def _snapshot(directory):
+  """(path, size, mtime) of every file below `directory`."""
+  out = []
+  for root, _, files in os.walk(directory):
+    for name in files:
+      stat = os.stat(os.path.join(root, name))
+      out.append((os.path.join(root, name), stat.st_size, stat.st_mtime_ns))
+  return sorted(out)
+
+
+class MainTest(absltest.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls._tmp = tempfile.TemporaryDirectory()
+    cls.tmp = cls._tmp.name
+    # The original project's README command (retrain, instance-wise).
+    cls.first = _main(cls.tmp, f'--workdir={cls.tmp}/a', '--method', 'retrain',
+                      '--mode', 'random', '--saved_data_path',
+                      f'{cls.tmp}/saved_data', '--lr', '0.005', '--epoches',
+                      '2', '--loss_weight', '0')
+    cls.second = _main(cls.tmp, f'--workdir={cls.tmp}/b',
+                       f'--saved_data_path={cls.tmp}/saved_data')
+
+  @classmethod
+  def tearDownClass(cls):
+    cls._tmp.cleanup()
+    super().tearDownClass()
+
+  def test_first_run_writes_a_complete_report(self):
+    self.assertEqual(self.first.returncode, 0, self.first.stderr[-2000:])
+    with open(f'{self.tmp}/a/report.json') as f:
+      report = json.load(f)
+    for key in ('original', 'retrain', 'unlearned'):
+      row = report['metrics'][key]
+      for metric in ('forget_acc', 'retain_acc', 'test_acc', 'mia_efficacy'):
+        self.assertBetween(row[metric], 0.0, 100.0)
+    self.assertIn('avg_gap', report['metrics']['unlearned'])
+    self.assertEqual(report['method'], 'retrain')
+    method = report['config']['method']
+    self.assertEqual((method['name'], method['optim']['lr'], method['epochs']),
+                     ('retrain', 0.005, 2))
+    # Retrain *is* the unlearned model for --method retrain.
+    self.assertEqual(report['metrics']['unlearned']['avg_gap'], 0.0)
+    self.assertFalse(report['timings']['original_reused'])
+    self.assertEqual(report['device']['platform'], 'cpu')
+    self.assertIn('jax', report['versions'])
+    self.assertIn('| retrain |', self.first.stdout)
+    self.assertTrue(os.listdir(f'{self.tmp}/saved_data'))
+
+  def test_second_run_reuses_checkpoints_and_split(self):
+    self.assertEqual(self.second.returncode, 0, self.second.stderr[-2000:])
+    with open(f'{self.tmp}/b/report.json') as f:
+      report = json.load(f)
+    self.assertTrue(report['timings']['original_reused'])
+    self.assertTrue(report['timings']['retrain_reused'])
+    self.assertEqual(report['method'], 'finetune')
+    self.assertNotIn('train original', self.second.stderr)
+    with open(f'{self.tmp}/a/report.json') as f:
+      first = json.load(f)
+    self.assertEqual(first['split']['digest'], report['split']['digest'])
+    self.assertEqual(first['metrics']['original'],
+                     report['metrics']['original'])
+
+  def test_bad_input_is_one_line_and_leaves_no_report(self):
+    cases = {
+        'unknown method': ['--method', 'nope'],
+        'not built yet': ['--loss_weight', '0.5'],
+        'unknown mode': ['--mode', 'sideways'],
+        'outside [0, 10)': ['--mode', 'class_wise', '--forget_class', '10'],
+        'at least 1': ['--forget_num', '0'],
+        'retain': ['--forget_num', '512'],
+        'unknown model': ['--config.model.name=vgg'],
+        'larger than the': ['--batch_size', '4096'],
+        'diverged': ['--lr', '1e30'],
+    }
+    before = _snapshot(f'{self.tmp}/checkpoints')
+    for expected, args in cases.items():
+      with self.subTest(expected):
+        proc = _main(self.tmp, f'--workdir={self.tmp}/bad', *args)
+        self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
+        last = proc.stderr.strip().splitlines()[-1]
+        self.assertStartsWith(last, 'mu_jax: error:')
+        self.assertIn(expected, last.lower())
+        self.assertFalse(os.path.exists(f'{self.tmp}/bad/report.json'))
+    # Failed runs never touched the good checkpoints.
+    self.assertEqual(_snapshot(f'{self.tmp}/checkpoints'), before)
+
+
+class PipelineErrorsTest(absltest.TestCase):
+  """Bad input caught in-process (with 4 fake devices)."""
+
+  def test_batch_not_divisible_by_device_count(self):
+    with tempfile.TemporaryDirectory() as tmp:
+      config = test_util.smoke_config(tmp)
+      config.method.batch_size = 30
+      with self.assertRaisesRegex(ValueError, 'multiple of 4'):
+        pipeline.run(config, f'{tmp}/w')
+
+  def test_unknown_dataset(self):
+    with tempfile.TemporaryDirectory() as tmp:
+      config = test_util.smoke_config(tmp)
+      config.data.name = 'imagenet'
+      with self.assertRaisesRegex(ValueError, 'imagenet'):
+        pipeline.run(config, f'{tmp}/w')
+
+  def test_missing_init_checkpoint(self):
+    with tempfile.TemporaryDirectory() as tmp:
+      config = test_util.smoke_config(tmp)
+      config.init_from = f'{tmp}/nothing_here'
+      with self.assertRaisesRegex(checkpoint_lib.CheckpointError,
+                                  'no such checkpoint'):
+        pipeline.run(config, f'{tmp}/w')
+      self.assertFalse(os.path.exists(f'{tmp}/nothing_here'))
+
+  def test_corrupt_saved_split(self):
+    with tempfile.TemporaryDirectory() as tmp:
+      config = test_util.smoke_config(tmp)
+      config.split.saved_data_path = f'{tmp}/saved'
+      config.split.forget_num = 50
+      os.makedirs(f'{tmp}/saved')
+      with open(f'{tmp}/saved/split_random50_s0.npz', 'wb') as f:
+        f.write(b'not a split')
+      with self.assertRaises(splits_lib.SplitError):
+        pipeline.run(config, f'{tmp}/w')
+      self.assertFalse(os.path.exists(f'{tmp}/w/report.json'))
+
+  def test_class_wise_retrain_forgets_the_class(self):
+    with tempfile.TemporaryDirectory() as tmp:
+      config = test_util.smoke_config(tmp)
+      config.split.mode = 'classwise'  # The original code's spelling.
+      config.split.forget_classes = (3,)
+      config.method.name = 'retrain'
+      report = pipeline.run(config, f'{tmp}/w')
+    retrain = report['metrics']['retrain']
+    self.assertEqual(report['split']['mode'], 'class_wise')
+    self.assertEqual(retrain['forget_acc'], 0.0)
+    self.assertEqual(retrain['forget_test_acc'], 0.0)
+    self.assertGreater(report['split']['forget_test'], 0)
+
+
+if __name__ == '__main__':
+  absltest.main()

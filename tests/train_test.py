@@ -1,0 +1,182 @@
+"""The driver: data parallelism, resume, divergence, checkpoints, augmentation."""
+
+import os
+import tempfile
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl.testing import absltest
+from absl.testing import parameterized
+
+from mu_jax import augment
+from mu_jax import checkpoint as checkpoint_lib
+from mu_jax import models
+from mu_jax import optim
+from mu_jax import parallel
+from mu_jax import state as state_lib
+from mu_jax import train
+from mu_jax.methods import base
+from mu_jax.methods import finetune
+from mu_jax.methods import retrain
+from tests import test_util
+
+_PREP = train.Preprocessing(mean=(0.5,), std=(0.25,), crop_padding=1,
+                            flip=True)
+
+
+def _setup(model_name='cnn', n=64, batch=16, lr=0.05, method=retrain):
+  images, labels = test_util.tiny_images(n), test_util.tiny_labels(n)
+  model = models.create(ml_collections.ConfigDict(
+      {'name': model_name, 'width': 4}), 4)
+  data = {'retain': train.split_data(images, labels)}
+
+  def init_variables(rng):
+    variables = dict(model.init(rng, jnp.zeros((1, 8, 8, 1))))
+    return variables.pop('params'), variables
+
+  ctx = base.Context(num_classes=4, epochs=2,
+                     steps_per_epoch={'retain': n // batch},
+                     batch_size={'retain': batch},
+                     init_variables=init_variables, iterate=None)
+  made = method.make(ml_collections.ConfigDict({'augment': True}), ctx)
+  tx = optim.make_optimizer(ml_collections.ConfigDict(
+      {'name': 'sgd', 'lr': lr, 'momentum': 0.9, 'weight_decay': 5e-4}),
+                            n // batch, 2)
+  state = state_lib.create(model, tx, (8, 8, 1), jax.random.key(0))
+  return made, state, data, batch
+
+
+def _run(made, state, data, batch, mesh, **kwargs):
+  return train.run(made, state, data, epochs=2, batch_size={'retain': batch},
+                   seed=3, prep=_PREP, mesh=mesh, **kwargs)
+
+
+def _assert_trees_close(a, b, atol):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol)
+
+
+class TrainTest(parameterized.TestCase):
+
+  def test_four_fake_devices_are_visible(self):
+    self.assertEqual(jax.device_count(), 4)
+
+  @parameterized.parameters(('cnn', 1e-5), ('resnet8', 1e-4))
+  def test_one_device_equals_four_devices(self, model_name, atol):
+    made, state, data, batch = _setup(model_name)
+    one = _run(made, state, data, batch, parallel.make_mesh(1))
+    four = _run(made, state, data, batch, parallel.make_mesh(4))
+    self.assertLen(four.state.params['Dense_0']['kernel'].sharding.device_set,
+                   4)
+    _assert_trees_close(one.state.params, four.state.params, atol)
+    _assert_trees_close(one.state.model_state, four.state.model_state, atol)
+    np.testing.assert_allclose(one.history[-1]['loss'],
+                               four.history[-1]['loss'], rtol=1e-4)
+
+  def test_training_lowers_the_loss_and_keeps_the_input_state(self):
+    made, state, data, batch = _setup(method=finetune, lr=0.1)
+    before = jax.tree.map(np.asarray, state.params)
+    result = train.run(made, state, data, epochs=8,
+                       batch_size={'retain': batch}, seed=0, prep=_PREP._replace(
+                           crop_padding=0, flip=False),
+                       mesh=parallel.make_mesh(1))
+    self.assertLess(result.history[-1]['loss'], result.history[0]['loss'])
+    # The caller's state was copied, not donated.
+    _assert_trees_close(state.params, before, 0.0)
+    self.assertGreater(result.compile_seconds, 0.0)
+
+  def test_killed_run_resumes_to_the_same_result(self):
+    made, state, data, batch = _setup()
+    mesh = parallel.make_mesh(2)
+    with tempfile.TemporaryDirectory() as tmp:
+      full = _run(made, state, data, batch, mesh,
+                  checkpointer=checkpoint_lib.Checkpointer(f'{tmp}/a'))
+
+      def kill_after_first_epoch(epoch, state, method_state):
+        del state, method_state
+        if epoch == 1:  # Epoch 0 is saved; die before epoch 1 is.
+          raise KeyboardInterrupt
+
+      with self.assertRaises(KeyboardInterrupt):
+        _run(made, state, data, batch, mesh,
+             checkpointer=checkpoint_lib.Checkpointer(f'{tmp}/b'),
+             on_epoch_end=kill_after_first_epoch)
+      epochs_run = []
+      resumed = _run(made, state, data, batch, mesh,
+                     checkpointer=checkpoint_lib.Checkpointer(f'{tmp}/b'),
+                     on_epoch_end=lambda e, s, m: epochs_run.append(e))
+    self.assertEqual(resumed.resumed_from_epoch, 1)
+    self.assertEqual(epochs_run, [1])
+    self.assertLen(resumed.history, 2)
+    _assert_trees_close(full.state.params, resumed.state.params, 1e-6)
+
+  def test_half_written_checkpoint_is_never_loaded(self):
+    made, state, data, batch = _setup()
+    with tempfile.TemporaryDirectory() as tmp:
+      ckpt = checkpoint_lib.Checkpointer(tmp)
+      _run(made, state, data, batch, parallel.make_mesh(1), checkpointer=ckpt)
+      good = ckpt.latest_meta()
+      # What a crash during Orbax's write leaves behind: a temporary folder.
+      os.makedirs(f'{tmp}/999.orbax-checkpoint-tmp/state')
+      with open(f'{tmp}/999.orbax-checkpoint-tmp/state/junk', 'w') as f:
+        f.write('partial')
+      reopened = checkpoint_lib.Checkpointer(tmp)
+      self.assertEqual(reopened.latest_meta(), good)
+      self.assertTrue(good['done'])
+
+  def test_divergence_is_an_error_and_saves_nothing(self):
+    made, state, data, batch = _setup(lr=1e30)
+    with tempfile.TemporaryDirectory() as tmp:
+      ckpt = checkpoint_lib.Checkpointer(tmp)
+      with self.assertRaisesRegex(train.TrainingError, 'lower the learning'):
+        _run(made, state, data, batch, parallel.make_mesh(1),
+             checkpointer=ckpt)
+      self.assertIsNone(ckpt.latest_meta())
+
+  def test_batch_larger_than_split(self):
+    made, state, data, _ = _setup(n=64, batch=16)
+    with self.assertRaisesRegex(train.TrainingError, 'larger than the retain'):
+      _run(made, state, data, 128, parallel.make_mesh(1))
+
+  def test_batch_not_divisible_by_devices(self):
+    made, state, data, _ = _setup(n=64, batch=16)
+    with self.assertRaisesRegex(ValueError, 'multiple of 4'):
+      _run(made, state, data, 18, parallel.make_mesh(4))
+
+  def test_batch_stream_is_a_permutation_per_pass(self):
+    stream = train.BatchStream('forget', 10, 3, seed=0)
+    first_pass = np.concatenate([stream.next() for _ in range(3)])
+    self.assertLen(set(first_pass.tolist()), 9)
+    resumed = train.BatchStream('forget', 10, 3, seed=0, position=3)
+    np.testing.assert_array_equal(stream.next(), resumed.next())
+
+
+class AugmentTest(absltest.TestCase):
+
+  def test_normalize(self):
+    x = np.array([[[[0], [255]]]], np.uint8)
+    np.testing.assert_allclose(augment.normalize(x, (0.5,), (0.5,)),
+                               [[[[-1.0], [1.0]]]])
+
+  def test_crop_and_flip_keep_content_and_shape(self):
+    x = np.arange(2 * 6 * 6, dtype=np.uint8).reshape(2, 6, 6, 1)
+    cropped = augment.random_crop(jax.random.key(0), x, 2)
+    self.assertEqual(cropped.shape, x.shape)
+    # Every crop is a shifted window of the zero-padded image.
+    padded = np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)))
+    for i in range(2):
+      self.assertTrue(any(
+          np.array_equal(cropped[i], padded[i, a:a + 6, b:b + 6])
+          for a in range(5) for b in range(5)))
+    flipped = augment.random_flip(jax.random.key(1), x)
+    for i in range(2):
+      self.assertTrue(np.array_equal(flipped[i], x[i]) or
+                      np.array_equal(flipped[i], x[i, :, ::-1]))
+    np.testing.assert_array_equal(
+        augment.random_crop(jax.random.key(0), x, 2), cropped)
+
+
+if __name__ == '__main__':
+  absltest.main()
