@@ -102,7 +102,11 @@ def main(argv):
   from mu_jax import errors  # pylint: disable=g-import-not-at-top
   try:
     config = _apply_shortcuts(_CONFIG.value)
-    result = pipeline.run(config, _WORKDIR.value)
+    if 'suite' in config:  # configs/suite*.py: every method, many seeds.
+      from mu_jax import suite  # pylint: disable=g-import-not-at-top
+      result = suite.run(config, _WORKDIR.value)
+    else:
+      result = pipeline.run(config, _WORKDIR.value)
   except errors.USER_ERRORS as e:
     print(f'mu_jax: error: {e}', file=sys.stderr)
     sys.exit(2)

@@ -7,6 +7,8 @@ Runs offline on 2 CPU cores in a few minutes. Variants:
 
 import ml_collections
 
+from mu_jax import augmentation
+from mu_jax import self_supervised
 from mu_jax.methods import finetune
 
 
@@ -63,6 +65,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # from mu_jax/methods/<name>.py:get_config(); `--method NAME` swaps them in.
   config.method = finetune.get_config()
 
+  # SimCLR pretraining and the self-supervised unlearning terms, used when
+  # method.loss_weight > 0 (see mu_jax/self_supervised.py).
+  config.ssl = self_supervised.ssl_config()
+
+  # Generators of extra forget samples, used when method.data_augment is
+  # simple or arpl (see mu_jax/augmentation/).
+  config.augmentation = augmentation.augmentation_config()
+
   config.eval = ml_collections.ConfigDict()
   config.eval.batch_size = 512
 
@@ -83,6 +93,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.epochs = 1
     config.train.batch_size = 32
     config.eval.batch_size = 128
+    config.ssl.epochs = 1
+    config.ssl.batch_size = 32
+    augmentation.shrink(config.augmentation)
     shrink_method(config.method)
   elif arg:
     raise ValueError(f'unknown config variant {arg!r}; known: smoke')

@@ -2,19 +2,23 @@
 unlearning, evaluation and the report.
 
 `run(config, workdir)` is what `main.py` calls; it is importable so that
-notebooks and tests run experiments the same way.
+notebooks and tests run experiments the same way. Its steps (`setup`,
+`make_split`, `classifier_job`, `train_classifiers`, `unlearn`,
+`evaluate_row`) are public for drivers that run many experiments, such as the
+benchmark suite (mu_jax/suite.py).
 """
 
 import json
 import os
 import time
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import jax
 import ml_collections
 import numpy as np
 from absl import logging
 
+from mu_jax import augmentation
 from mu_jax import checkpoint as checkpoint_lib
 from mu_jax import data as data_lib
 from mu_jax import evaluate
@@ -23,6 +27,7 @@ from mu_jax import models
 from mu_jax import optim
 from mu_jax import parallel
 from mu_jax import report
+from mu_jax import self_supervised
 from mu_jax import splits as splits_lib
 from mu_jax import state as state_lib
 from mu_jax import train
@@ -37,7 +42,7 @@ class ConfigError(ValueError):
   """The configuration asks for something impossible or not built."""
 
 
-def _normalize_config(config: ml_collections.ConfigDict):
+def normalize_config(config: ml_collections.ConfigDict):
   """Canonical spellings (original CLI aliases) and up-front checks."""
   with config.unlocked():
     if config.split.mode == 'classwise':
@@ -58,17 +63,21 @@ def _normalize_config(config: ml_collections.ConfigDict):
     raise ConfigError(
         f'unknown supervised_mode {config.method.supervised_mode!r}; choose '
         f'one of {", ".join(SUPERVISED_MODES)}')
-  if config.method.loss_weight:
+  if config.method.loss_weight and not getattr(
+      methods.get(config.method.name), 'SELF_SUPERVISED', False):
     raise ConfigError(
-        f'--loss_weight {config.method.loss_weight} asks for the '
-        f'self-supervised term ({config.method.supervised_mode}), which is not '
-        'built yet in this version; use --loss_weight 0')
+        f'method {config.method.name!r} takes no self-supervised term; use '
+        '--loss_weight 0 (bad_teaching and scrub take one)')
   if config.method.data_augment not in DATA_AUGMENTS:
     raise ConfigError(f'unknown data_augment {config.method.data_augment!r};'
                       f' choose one of {", ".join(DATA_AUGMENTS)}')
-  if config.method.data_augment != 'none':
-    raise ConfigError(f'--data_augment {config.method.data_augment} is not '
-                      'built yet in this version; use --data_augment None')
+  if config.method.data_augment == 'opengan':
+    raise ConfigError('--data_augment opengan is not built yet in this '
+                      'version; use simple, arpl or None')
+  if (config.method.data_augment in augmentation.SAMPLE_AUGMENTS
+      and config.method.augment_num < 0):
+    raise ConfigError(f'augment_num is {config.method.augment_num}; it must '
+                      'be at least 0')
   for what, value in (('train.epochs', config.train.epochs),
                       ('method.epochs', config.method.epochs)):
     if value < 1:
@@ -90,7 +99,7 @@ def _load_data(config):
   return dataset
 
 
-class _Experiment:
+class Experiment:
   """Shared pieces of one run: model factory, mesh, preprocessing."""
 
   def __init__(self, config, dataset, mesh):
@@ -114,9 +123,11 @@ class _Experiment:
         crop_padding=c.crop_padding if augment else 0,
         flip=c.flip and augment)
 
-  def context(self, data, batch_size, epochs) -> base.Context:
+  def context(self, data, batch_size, epochs, simclr=None) -> base.Context:
     eval_prep = self.prep(False)
     return base.Context(
+        mean=tuple(self.dataset.mean), std=tuple(self.dataset.std),
+        simclr=simclr,
         num_classes=self.dataset.num_classes, epochs=epochs,
         steps_per_epoch={s: len(d['label']) // batch_size.get(s, 1)
                          for s, d in data.items()},
@@ -126,31 +137,19 @@ class _Experiment:
             eval_prep, self.mesh))
 
 
-def _train_or_restore(exp: _Experiment, kind: str, images, labels,
-                      split_digest: str) -> tuple[Any, dict[str, Any]]:
-  """Trains the original (all data) or retrain model, or reuses its checkpoint.
+def _train_or_restore(exp: Experiment, kind: str, name: str, recipe: dict,
+                      method_fn, template, data, epochs: int, batch: int,
+                      augment: bool) -> tuple[Any, dict[str, Any]]:
+  """Trains a model with its checkpoint folder `name`, or reuses it.
+
+  A finished checkpoint trained with the same `recipe` is restored; an
+  unfinished one is resumed; one with another recipe is refused.
 
   Returns:
     (state, info) with info = {'seconds', 'reused', 'checkpoint', 'history'}.
   """
-  config = exp.config
-  name = (f'{exp.dataset.name}_{config.model.name}_{split_digest[0]}'
-          f'_s{config.seed}')
-  directory = os.path.join(config.checkpoint_dir, name)
-  recipe = json.loads(json.dumps({
-      'dataset_fingerprint': exp.dataset.fingerprint(),
-      'split': split_digest[1], 'model': config.model.to_dict(),
-      'train': config.train.to_dict(), 'seed': config.seed}))
-  batch = config.train.batch_size
-  data = {'retain': train.split_data(images, labels)}
-  ctx = exp.context(data, {'retain': batch}, config.train.epochs)
-  method = retrain.make(ml_collections.ConfigDict(
-      {'augment': config.train.augment}), ctx)
-  tx = optim.make_optimizer(config.train.optim, ctx.steps_per_epoch['retain'],
-                            config.train.epochs)
-  template = exp.new_state(tx, jax.random.key(config.seed))
-  if kind == 'original' and config.init_from:
-    return _restore_given(exp, template, config.init_from)
+  directory = os.path.join(exp.config.checkpoint_dir, name)
+  recipe = json.loads(json.dumps(recipe))  # Tuples become lists, as in JSON.
   checkpointer = checkpoint_lib.Checkpointer(directory)
   try:
     meta = checkpointer.latest_meta()
@@ -164,12 +163,12 @@ def _train_or_restore(exp: _Experiment, kind: str, images, labels,
       logging.info('reusing the %s model in %s', kind, directory)
       return state, {'seconds': meta['run_seconds'], 'reused': True,
                      'checkpoint': directory, 'history': meta['history']}
+    ctx = exp.context(data, {'retain': batch}, epochs)
     result = train.run(
-        method, template, data, epochs=config.train.epochs,
-        batch_size={'retain': batch}, seed=config.seed,
-        prep=exp.prep(config.train.augment), mesh=exp.mesh,
-        desc=f'train {kind}', checkpointer=checkpointer,
-        checkpoint_meta={'recipe': recipe})
+        method_fn(ctx), template, data, epochs=epochs,
+        batch_size={'retain': batch}, seed=exp.config.seed,
+        prep=exp.prep(augment), mesh=exp.mesh, desc=f'train {kind}',
+        checkpointer=checkpointer, checkpoint_meta={'recipe': recipe})
   finally:
     checkpointer.close()
   return result.state, {'seconds': result.run_seconds, 'reused': False,
@@ -178,7 +177,119 @@ def _train_or_restore(exp: _Experiment, kind: str, images, labels,
                         'checkpoint': directory, 'history': result.history}
 
 
-def _restore_given(exp: _Experiment, template, directory: str):
+class TrainingJob(NamedTuple):
+  """One classifier of the training recipe: the original or a retrain model.
+
+  Attributes:
+    kind: 'original' or 'retrain'.
+    name: checkpoint folder name, `<dataset>_<model>_<split>_s<seed>`.
+    directory: the checkpoint folder, under `config.checkpoint_dir`.
+    recipe: what the weights depend on (JSON types); a checkpoint made with
+      another recipe is refused.
+    seed: seeds the initialisation, batch order and step rngs.
+    template: the starting TrainState, with the recipe's optimizer.
+    method: the retrain method that trains it from a fresh init.
+    data: {'retain': SplitData}, the images and labels it is trained on.
+    epochs: training epochs.
+    batch_size: training batch size.
+    prep: normalisation and augmentation of the recipe.
+  """
+  kind: str
+  name: str
+  directory: str
+  recipe: dict
+  seed: int
+  template: Any
+  method: base.Method
+  data: dict
+  epochs: int
+  batch_size: int
+  prep: train.Preprocessing
+
+
+def classifier_job(exp: Experiment, kind: str, images, labels,
+                   split_tag: tuple[str, str]) -> TrainingJob:
+  """Describes the original model (all data) or the retrain model.
+
+  Args:
+    exp: the experiment; its config gives the recipe (`config.train`).
+    kind: 'original' or 'retrain'.
+    images: uint8 [N, H, W, C] training images.
+    labels: int [N] labels.
+    split_tag: (name, digest) of the training data: ('all', 'all') or the
+      split's; the name goes into the checkpoint folder's name.
+  """
+  config = exp.config
+  data = {'retain': train.split_data(images, labels)}
+  batch, epochs = config.train.batch_size, config.train.epochs
+  tx = optim.make_optimizer(config.train.optim, len(labels) // batch, epochs)
+  template = exp.new_state(tx, jax.random.key(config.seed))
+  recipe = json.loads(json.dumps({  # Tuples become lists, as in JSON.
+      'dataset_fingerprint': exp.dataset.fingerprint(),
+      'split': split_tag[1], 'model': config.model.to_dict(),
+      'train': config.train.to_dict(), 'seed': config.seed}))
+  name = (f'{exp.dataset.name}_{config.model.name}_{split_tag[0]}'
+          f'_s{config.seed}')
+  method = retrain.make(
+      ml_collections.ConfigDict({'augment': config.train.augment}),
+      exp.context(data, {'retain': batch}, epochs))
+  return TrainingJob(
+      kind=kind, name=name, directory=os.path.join(config.checkpoint_dir, name),
+      recipe=recipe, seed=config.seed, template=template, method=method,
+      data=data, epochs=epochs, batch_size=batch,
+      prep=exp.prep(config.train.augment))
+
+
+def _train_classifier(exp: Experiment, kind: str, images, labels,
+                      split_tag: tuple[str, str]):
+  """Trains or reuses the model that `classifier_job` describes."""
+  job = classifier_job(exp, kind, images, labels, split_tag)
+  if kind == 'original' and exp.config.init_from:
+    return _restore_given(exp, job.template, exp.config.init_from)
+  return _train_or_restore(exp, kind, job.name, job.recipe,
+                           lambda ctx: job.method, job.template, job.data,
+                           job.epochs, job.batch_size,
+                           exp.config.train.augment)
+
+
+def train_classifiers(exp: Experiment, split: splits_lib.Split):
+  """The original and retrain models of `split`, trained or reused.
+
+  Returns:
+    (original, original_info, retrained, retrain_info); an info dict holds
+    'seconds', 'reused', 'checkpoint' and 'history'.
+  """
+  images, labels = exp.dataset.train_images, exp.dataset.train_labels
+  original, original_info = _train_classifier(
+      exp, 'original', images, labels, ('all', 'all'))
+  retrained, retrain_info = _train_classifier(
+      exp, 'retrain', images[split.retain], labels[split.retain],
+      (split.name, split.digest()))
+  return original, original_info, retrained, retrain_info
+
+
+def _pretrain_simclr(exp: Experiment):
+  """The SimCLR encoder (classifier backbone + projection head), all data."""
+  config, dataset = exp.config, exp.dataset
+  ssl = config.ssl
+  model = self_supervised.SimCLRModel(exp.model, ssl.out_dim)
+  steps = len(dataset.train_labels) // ssl.batch_size
+  tx = optim.make_optimizer(ssl.optim, steps, ssl.epochs)
+  template = state_lib.create(model, tx, exp.image_shape,
+                              jax.random.key(config.seed))
+  recipe = {'dataset_fingerprint': dataset.fingerprint(),
+            'model': config.model.to_dict(), 'ssl': ssl.to_dict(),
+            'seed': config.seed}
+  name = f'{dataset.name}_{config.model.name}_simclr_s{config.seed}'
+  data = {'retain': train.split_data(dataset.train_images,
+                                     dataset.train_labels)}
+  method_fn = lambda ctx: self_supervised.simclr_method(
+      ssl, ctx, dataset.mean, dataset.std)
+  return _train_or_restore(exp, 'simclr', name, recipe, method_fn, template,
+                           data, ssl.epochs, ssl.batch_size, augment=False)
+
+
+def _restore_given(exp: Experiment, template, directory: str):
   """Loads a finished original-model checkpoint named by --config.init_from."""
   if not os.path.isdir(directory):
     raise checkpoint_lib.CheckpointError(
@@ -197,7 +308,9 @@ def _restore_given(exp: _Experiment, template, directory: str):
                  'checkpoint': directory, 'history': meta.get('history', [])}
 
 
-def _unlearn(exp: _Experiment, original, data) -> tuple[Any, dict[str, Any]]:
+def _unlearn(exp: Experiment, original, data, simclr=None, *,
+             on_step_end: Callable[[int, Any, Any], None] | None = None,
+             every_steps: int = 1) -> tuple[Any, dict[str, Any]]:
   """Runs the configured unlearning method from the original model."""
   config = exp.config.method
   module = methods.get(config.name)
@@ -205,7 +318,7 @@ def _unlearn(exp: _Experiment, original, data) -> tuple[Any, dict[str, Any]]:
   batch_size = {'forget': config.get('forget_batch_size', 0) or size,
                 'retain': config.get('retain_batch_size', 0) or size,
                 'mixed': size}
-  ctx = exp.context(data, batch_size, config.epochs)
+  ctx = exp.context(data, batch_size, config.epochs, simclr)
   method = module.make(config, ctx)
   steps_per_epoch = sum(n for _, n in method.plan(0))
   tx = optim.make_optimizer(config.optim, max(1, steps_per_epoch),
@@ -214,10 +327,118 @@ def _unlearn(exp: _Experiment, original, data) -> tuple[Any, dict[str, Any]]:
       method, original.with_optimizer(tx), data, epochs=config.epochs,
       batch_size=batch_size, seed=exp.config.seed,
       prep=exp.prep(config.augment), mesh=exp.mesh,
-      desc=f'unlearn ({methods.canonical_name(config.name)})')
+      desc=f'unlearn ({methods.canonical_name(config.name)})',
+      on_step_end=on_step_end, every_steps=every_steps)
   return result.state, {'seconds': result.run_seconds,
                         'compile_seconds': result.compile_seconds,
                         'history': result.history}
+
+
+def _augment_forget(exp: Experiment, data: dict) -> dict:
+  """Appends --data_augment's extra samples to 'forget' and 'mixed'.
+
+  Extra samples are flagged is_forget=1 in 'mixed'; 'retain' and the
+  evaluation's forget set are untouched.
+  """
+  forget = data['forget']
+  images, labels, info = augmentation.extra_forget(
+      exp.config, exp.dataset, forget['image'], forget['label'])
+  if not len(labels):
+    return data
+  logging.info('forget set augmented (%s): %d + %d samples',
+               info.get('augment'), len(forget['label']), len(labels))
+  mixed = data['mixed']
+  return {**data,
+          'forget': train.split_data(
+              np.concatenate([forget['image'], images]),
+              np.concatenate([forget['label'], labels])),
+          'mixed': train.split_data(
+              np.concatenate([mixed['image'], images]),
+              np.concatenate([mixed['label'], labels]),
+              is_forget=np.concatenate([
+                  mixed['is_forget'], np.ones(len(labels), np.float32)]))}
+
+
+def unlearn(exp: Experiment, original, split: splits_lib.Split, *,
+            on_step_end: Callable[[int, Any, Any], None] | None = None,
+            every_steps: int = 1):
+  """Unlearns `split.forget` from `original` with `exp.config.method`.
+
+  Args:
+    exp: the experiment.
+    original: the original model's TrainState (not modified).
+    split: the forget / retain split.
+    on_step_end: see `train.run`.
+    every_steps: see `train.run`.
+
+  Returns:
+    (state, info, simclr_info): info holds 'seconds' (RTE),
+    'compile_seconds' and 'history'; simclr_info is the SimCLR encoder's
+    training info when the method takes a self-supervised term, else None.
+  """
+  images, labels = exp.dataset.train_images, exp.dataset.train_labels
+  is_forget = np.zeros(len(labels), np.float32)
+  is_forget[split.forget] = 1.0
+  data = {'forget': train.split_data(images[split.forget],
+                                     labels[split.forget]),
+          'retain': train.split_data(images[split.retain],
+                                     labels[split.retain]),
+          # The whole train set flagged per sample, for methods that mix
+          # forget and retain samples in one batch (the original project).
+          'mixed': train.split_data(images, labels, is_forget=is_forget)}
+  data = _augment_forget(exp, data)
+  simclr, simclr_info = None, None
+  if exp.config.method.loss_weight:
+    simclr_state, simclr_info = _pretrain_simclr(exp)
+    simclr = (simclr_state.apply_fn,
+              {'params': simclr_state.params, **simclr_state.model_state},
+              exp.config.ssl.unlearn_temperature)
+  state, info = _unlearn(exp, original, data, simclr,
+                         on_step_end=on_step_end, every_steps=every_steps)
+  return state, info, simclr_info
+
+
+def evaluate_row(exp: Experiment, state, split: splits_lib.Split,
+                 desc: str = 'eval') -> dict[str, float]:
+  """UA, RA, TA, MIA... of one model (`evaluate.metrics` on train and test)."""
+  dataset = exp.dataset
+  outputs = [evaluate.per_example(
+      state, x, y, mean=dataset.mean, std=dataset.std, mesh=exp.mesh,
+      batch_size=exp.config.eval.batch_size, desc=desc)
+             for x, y in ((dataset.train_images, dataset.train_labels),
+                          (dataset.test_images, dataset.test_labels))]
+  return evaluate.metrics(*outputs, split)
+
+
+def setup(config: ml_collections.ConfigDict):
+  """Checks and normalises `config`, builds the mesh and loads the data.
+
+  Returns:
+    (dataset, mesh).
+  """
+  normalize_config(config)
+  if config.distributed.enabled:
+    parallel.initialize_distributed(config.distributed.coordinator_address,
+                                    config.distributed.num_processes,
+                                    config.distributed.process_id)
+  mesh = parallel.make_mesh(config.mesh.num_devices)
+  for what, size in (('train', config.train.batch_size),
+                     ('method', config.method.batch_size),
+                     ('eval', config.eval.batch_size)):
+    parallel.check_batch_size(size, mesh, f'--config.{what}.batch_size:')
+  return _load_data(config), mesh
+
+
+def make_split(config: ml_collections.ConfigDict,
+               dataset: data_lib.Dataset) -> splits_lib.Split:
+  """The forget / retain / test split of `config.split` and `config.seed`."""
+  return splits_lib.get_split(
+      dataset.train_labels, dataset.test_labels, dataset.num_classes,
+      dataset.fingerprint(), mode=config.split.mode,
+      forget_num=config.split.forget_num,
+      forget_fraction=config.split.forget_fraction,
+      forget_classes=tuple(config.split.forget_classes), seed=config.seed,
+      saved_data_path=config.split.saved_data_path)
 
 
 def default_workdir(config, split: splits_lib.Split) -> str:
@@ -237,41 +458,22 @@ def run(config: ml_collections.ConfigDict, workdir: str = '') -> dict:
     The report (also written to `workdir/report.json`).
   """
   total_start = time.perf_counter()
-  _normalize_config(config)
-  if config.distributed.enabled:
-    parallel.initialize_distributed(config.distributed.coordinator_address,
-                                    config.distributed.num_processes,
-                                    config.distributed.process_id)
-  mesh = parallel.make_mesh(config.mesh.num_devices)
-  for what, size in (('train', config.train.batch_size),
-                     ('method', config.method.batch_size),
-                     ('eval', config.eval.batch_size)):
-    parallel.check_batch_size(size, mesh, f'--config.{what}.batch_size:')
-
-  dataset = _load_data(config)
-  split = splits_lib.get_split(
-      dataset.train_labels, dataset.test_labels, dataset.num_classes,
-      dataset.fingerprint(), mode=config.split.mode,
-      forget_num=config.split.forget_num,
-      forget_fraction=config.split.forget_fraction,
-      forget_classes=tuple(config.split.forget_classes), seed=config.seed,
-      saved_data_path=config.split.saved_data_path)
+  dataset, mesh = setup(config)
+  split = make_split(config, dataset)
   workdir = workdir or default_workdir(config, split)
   logging.info('dataset %s: %d train / %d test; split %s: %d forget, %d '
                'retain; %d device(s); workdir %s', dataset.name,
                len(dataset.train_labels), len(dataset.test_labels),
                split.name, len(split.forget), len(split.retain),
                mesh.devices.size, workdir)
-  exp = _Experiment(config, dataset, mesh)
-  images, labels = dataset.train_images, dataset.train_labels
+  exp = Experiment(config, dataset, mesh)
+  labels = dataset.train_labels
 
-  original, original_info = _train_or_restore(
-      exp, 'original', images, labels, ('all', 'all'))
-  retrained, retrain_info = _train_or_restore(
-      exp, 'retrain', images[split.retain], labels[split.retain],
-      (split.name, split.digest()))
+  original, original_info, retrained, retrain_info = train_classifiers(
+      exp, split)
 
   method_name = methods.canonical_name(config.method.name)
+  simclr_info = None
   if method_name == 'retrain':
     logging.info('retrain uses the training recipe (config.train); --lr and '
                  '--epoches apply to unlearning methods only')
@@ -279,27 +481,13 @@ def run(config: ml_collections.ConfigDict, workdir: str = '') -> dict:
         'seconds': retrain_info['seconds'], 'compile_seconds': None,
         'history': retrain_info['history']}
   else:
-    is_forget = np.zeros(len(labels), np.float32)
-    is_forget[split.forget] = 1.0
-    data = {'forget': train.split_data(images[split.forget],
-                                       labels[split.forget]),
-            'retain': train.split_data(images[split.retain],
-                                       labels[split.retain]),
-            # The whole train set flagged per sample, for methods that mix
-            # forget and retain samples in one batch (the original project).
-            'mixed': train.split_data(images, labels, is_forget=is_forget)}
-    unlearned, unlearn_info = _unlearn(exp, original, data)
+    unlearned, unlearn_info, simclr_info = unlearn(exp, original, split)
 
   eval_start = time.perf_counter()
   rows = {}
   for key, state in (('original', original), ('retrain', retrained),
                      ('unlearned', unlearned)):
-    outputs = [evaluate.per_example(
-        state, x, y, mean=dataset.mean, std=dataset.std, mesh=mesh,
-        batch_size=config.eval.batch_size, desc=f'eval {key}')
-               for x, y in ((images, labels),
-                            (dataset.test_images, dataset.test_labels))]
-    rows[key] = evaluate.metrics(*outputs, split)
+    rows[key] = evaluate_row(exp, state, split, f'eval {key}')
   for key in ('original', 'unlearned'):
     rows[key]['avg_gap'] = evaluate.avg_gap(rows[key], rows['retrain'])
   rows['retrain']['avg_gap'] = 0.0
@@ -326,13 +514,15 @@ def run(config: ml_collections.ConfigDict, workdir: str = '') -> dict:
           'retrain_reused': retrain_info['reused'],
           'unlearn_seconds': unlearn_info['seconds'],
           'unlearn_compile_seconds': unlearn_info['compile_seconds'],
+          'simclr_pretrain_seconds': simclr_info and simclr_info['seconds'],
           'eval_seconds': eval_seconds,
           'total_seconds': time.perf_counter() - total_start},
       'history': {'original': original_info['history'],
                   'retrain': retrain_info['history'],
                   'unlearned': unlearn_info['history']},
       'checkpoints': {'original': original_info['checkpoint'],
-                      'retrain': retrain_info['checkpoint']},
+                      'retrain': retrain_info['checkpoint'],
+                      'simclr': simclr_info and simclr_info['checkpoint']},
       'versions': report.versions(),
       'device': report.device_info(),
   }

@@ -133,6 +133,8 @@ def run(method: base.Method, state, data: Mapping[str, SplitData], *,
         checkpointer: checkpoint_lib.Checkpointer | None = None,
         checkpoint_meta: Mapping[str, Any] | None = None,
         on_epoch_end: Callable[[int, Any, Any], None] | None = None,
+        on_step_end: Callable[[int, Any, Any], None] | None = None,
+        every_steps: int = 1,
         ) -> Result:
   """Runs `method` for `epochs` epochs starting from `state`.
 
@@ -151,6 +153,12 @@ def run(method: base.Method, state, data: Mapping[str, SplitData], *,
       complete checkpoint it holds.
     checkpoint_meta: extra JSON metadata stored with each checkpoint.
     on_epoch_end: `(epoch, state, method_state)` callback (tests, plots).
+    on_step_end: `(step, state, method_state)` callback after every
+      `every_steps`-th step (`step` counts the steps done, from 1), e.g. the
+      suite's accuracy-over-steps curves. Its time is left out of
+      `run_seconds`, so that measuring a run does not change its RTE. It must
+      not keep `state`: the next step donates its buffers.
+    every_steps: period of `on_step_end`, in steps.
 
   Returns:
     A `Result`.
@@ -202,6 +210,7 @@ def run(method: base.Method, state, data: Mapping[str, SplitData], *,
   compile_seconds = time.perf_counter() - compile_start
 
   start = time.perf_counter()
+  hook_seconds = 0.0  # Time in on_step_end, left out of run_seconds.
   total = sum(n for e in range(first_epoch, epochs) for _, n in method.plan(e))
   global_step = sum(n for e in range(first_epoch) for _, n in method.plan(e))
   with tqdm.tqdm(total=total, desc=desc, unit='step', mininterval=2.0,
@@ -220,8 +229,17 @@ def run(method: base.Method, state, data: Mapping[str, SplitData], *,
           pending = (phase_name, metrics)
           global_step += 1
           bar.update()
+          if on_step_end is not None and global_step % every_steps == 0:
+            # Waiting for the step is training time; only the hook is not.
+            jax.block_until_ready(state)
+            hook_start = time.perf_counter()
+            on_step_end(global_step, state, method_state)
+            hook_seconds += time.perf_counter() - hook_start
       if pending is not None:
         _accumulate(pending, sums, counts, desc, global_step)
+      # A finite loss can hide non-finite weights (e.g. the last step's
+      # update); never save or hand on such a model.
+      _check_params_finite(state.params, desc, global_step)
       epoch_metrics = {k: sums[k] / counts[k] for k in sums}
       history.append(epoch_metrics)
       bar.set_postfix({k: f'{v:.3g}' for k, v in epoch_metrics.items()},
@@ -235,12 +253,22 @@ def run(method: base.Method, state, data: Mapping[str, SplitData], *,
                     positions={s: streams[s].position for s in splits},
                     history=history,
                     run_seconds=previous_seconds + run_seconds +
-                    time.perf_counter() - start)
+                    time.perf_counter() - start - hook_seconds)
         checkpointer.save(global_step, state, method_state, meta)
   jax.block_until_ready(state)
-  run_seconds += time.perf_counter() - start
+  run_seconds += time.perf_counter() - start - hook_seconds
   return Result(state, method_state, history, previous_seconds + run_seconds,
                 compile_seconds, first_epoch)
+
+
+def _check_params_finite(params, desc: str, step: int):
+  finite = jax.tree.reduce(
+      jnp.logical_and, jax.tree.map(lambda x: jnp.all(jnp.isfinite(x)),
+                                    params), True)
+  if not bool(finite):
+    raise TrainingError(
+        f'{desc}: the weights became NaN or infinite by step {step}; the run '
+        'diverged, lower the learning rate (--lr or --config.*.optim.lr)')
 
 
 def _accumulate(pending, sums, counts, desc, step):

@@ -100,7 +100,8 @@ class MainTest(absltest.TestCase):
   def test_bad_input_is_one_line_and_leaves_no_report(self):
     cases = {
         'unknown method': ['--method', 'nope'],
-        'not built yet': ['--loss_weight', '0.5'],
+        'unknown supervised_mode': ['--supervised_mode', 'bogus'],
+        'takes no self-supervised': ['--loss_weight', '0.5'],
         'unknown mode': ['--mode', 'sideways'],
         'outside [0, 10)': ['--mode', 'class_wise', '--forget_class', '10'],
         'at least 1': ['--forget_num', '0'],

@@ -68,6 +68,10 @@ class Context(NamedTuple):
     iterate: `split -> iterator of normalised, device-placed batches` covering
       the split once in order, without augmentation; for `prepare` (e.g. the
       SalUn saliency pass). The last batch may be smaller.
+    mean, std: the normalisation of the images the updates see (to undo it
+      for image-space augmentation).
+    simclr: `(apply_fn, variables, temperature)` of the pretrained SimCLR
+      model when `loss_weight` > 0, else None (see mu_jax/self_supervised.py).
   """
   num_classes: int
   epochs: int
@@ -75,6 +79,9 @@ class Context(NamedTuple):
   batch_size: Mapping[str, int]
   init_variables: Callable[[jax.Array], tuple[PyTree, PyTree]]
   iterate: Callable[[str], Iterator[Batch]]
+  mean: tuple[float, ...] = (0.0,)
+  std: tuple[float, ...] = (1.0,)
+  simclr: Any = None
 
 
 def method_config(name: str, *, epochs: int, lr: float, batch_size: int = 128,
@@ -95,6 +102,9 @@ def method_config(name: str, *, epochs: int, lr: float, batch_size: int = 128,
   config.augment = False  # Unlearning sees plain images, as the original did.
   config.loss_weight = 0.0  # Weight of a self-supervised term.
   config.supervised_mode = 'simple'  # simple | original
+  # True reproduces the original project, which computed the term under
+  # torch.no_grad(): it then changes the reported loss but not the update.
+  config.ssl_no_grad = False
   config.data_augment = 'none'  # none | simple | opengan | arpl
   config.augment_num = 500  # Extra forget samples for data_augment.
   config.optim = ml_collections.ConfigDict()

@@ -1,0 +1,46 @@
+"""Bad Teaching on the default experiment (embedded Fashion-MNIST, small CNN).
+
+  python main.py --config configs/bad_teaching.py  # = --method bad_teaching
+Variants (after the colon; combine with commas, e.g. `smoke,capstone`):
+  smoke      tiny data and model, for tests and CI.
+  capstone   kklusd/Unlearning's version: shuffled batches of 256 over the
+             whole train set (all of the retain set), SGD momentum 0.9, weight
+             decay 5e-4, lr 0.005, 2 epochs (its README's random-mode run).
+  class_wise forget class 0 (`--mode class_wise`); the method defaults are
+             the same in both modes.
+"""
+
+import ml_collections
+
+from configs import default
+from mu_jax.methods import bad_teaching
+
+_VARIANTS = ('smoke', 'capstone', 'class_wise')
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """Returns the Bad Teaching config; `arg` names variants, comma-separated."""
+  variants = [v for v in (arg or '').split(',') if v]
+  for variant in variants:
+    if variant not in _VARIANTS:
+      raise ValueError(f'unknown config variant {variant!r}; known: '
+                       f'{", ".join(_VARIANTS)}')
+  config = default.get_config('smoke' if 'smoke' in variants else None)
+  config.method = bad_teaching.get_config()
+  if 'capstone' in variants:
+    config.method.variant = 'capstone'
+    config.method.epochs = 2
+    config.method.batch_size = 256
+    config.method.optim.name = 'sgd'
+    config.method.optim.lr = 0.005
+    config.method.optim.momentum = 0.9
+    config.method.optim.weight_decay = 5e-4
+    config.method.temperature = 1.0
+  if 'class_wise' in variants:
+    config.split.mode = 'class_wise'
+  if 'smoke' in variants:
+    default.shrink_method(config.method)
+    config.method.forget_batch_size = 0  # = batch_size, within the tiny split.
+    config.method.retain_batch_size = 0
+  config.variant = arg or ''
+  return config

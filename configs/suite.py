@@ -1,0 +1,112 @@
+"""The benchmark suite on the default experiment: every method, random and
+class-wise forgetting, 3 seeds, on the embedded Fashion-MNIST subset.
+
+  python main.py --config configs/suite.py --workdir runs/suite
+  python main.py --config configs/suite.py \
+      --config.suite.methods=finetune,salun --config.suite.seeds=5
+  python main.py --config configs/suite.py \
+      --config.suite.method_configs.random.salun.optim.lr=0.02
+  python main.py --config configs/suite.py:smoke   # seconds; tests and CI
+
+Everything outside `config.suite` is the experiment of configs/default.py
+(data, model, training recipe of the original and retrain models, split
+sizes). `config.method` is not used by the suite; each method runs with its
+section in `config.suite.method_configs.<mode>`: that of configs/<name>.py,
+and for class-wise forgetting that of its `:class_wise` variant where the
+method has one (e.g. a smaller step size for gradient ascent).
+"""
+
+import importlib
+
+import ml_collections
+
+from configs import default
+from mu_jax import methods
+
+
+def _method_section(name: str, variant: str,
+                    mode: str) -> ml_collections.ConfigDict:
+  """`config.method` of configs/<name>.py for `mode`, or the defaults."""
+  try:
+    module = importlib.import_module(f'configs.{name}')
+  except ModuleNotFoundError:
+    section = methods.get_config(name)
+    if variant == 'smoke':
+      default.shrink_method(section)
+    return section
+  if mode == 'class_wise':
+    try:
+      arg = ','.join(v for v in (variant, 'class_wise') if v)
+      return module.get_config(arg).method
+    except ValueError:  # No class-wise variant (or not with smoke).
+      pass
+  return module.get_config(variant or None).method
+
+
+def method_sections(variant: str = '') -> ml_collections.ConfigDict:
+  """Each method's `config.method` section per forgetting mode.
+
+  From configs/<name>.py if there is one (its `class_wise` variant for
+  class-wise mode, where it has one), else the method's defaults.
+
+  Args:
+    variant: '' or 'smoke'; passed to the methods' config files.
+
+  Returns:
+    {'random': {name: section}, 'class_wise': {name: section}}.
+  """
+  sections = ml_collections.ConfigDict()
+  for mode in ('random', 'class_wise'):
+    sections[mode] = ml_collections.ConfigDict()
+    for name in methods.AVAILABLE:
+      if name != 'retrain':  # Its row comes from the training recipe.
+        sections[mode][name] = _method_section(name, variant, mode)
+  return sections
+
+
+def add_suite(config: ml_collections.ConfigDict, variant: str = '',
+              sections: ml_collections.ConfigDict | None = None):
+  """Adds the `suite` section to an experiment config (in place).
+
+  Args:
+    config: an experiment config (configs/default.py and the like).
+    variant: '' or 'smoke'.
+    sections: the methods' sections per mode; default
+      `method_sections(variant)`.
+  """
+  config.suite = ml_collections.ConfigDict()
+  # Comma-separated method names; '' = every method in mu_jax/methods/
+  # except retrain, whose row (the gold standard) is always there.
+  config.suite.methods = ''
+  # Class-wise mode forgets config.split.forget_classes.
+  config.suite.modes = 'random,class_wise'
+  config.suite.seeds = 3  # Seeds config.seed, config.seed + 1, ...
+  # Train the seeds' original and retrain models together in one vmapped
+  # program per kind (mu_jax/multiseed.py) instead of one after the other.
+  # Off here: on a 2-core CPU, XLA computes the vmapped (grouped)
+  # convolutions of this CNN densely and it runs 2x slower; it is 2x faster
+  # for the smoke-sized CNN, and GPUs run grouped convolutions natively
+  # (tools/bench_multiseed.py measures it; README, "Benchmark suite").
+  config.suite.multiseed = False
+  config.suite.retry_failed = True  # A rerun retries failed cells.
+  config.suite.plots = True
+  config.suite.curve_samples = 500  # Forget / retain samples per curve point.
+  config.suite.cka_samples = 500  # Forget samples for the CKA.
+  config.suite.tsne_samples = 300  # Forget and retain samples, first seed.
+  config.suite.tsne_iterations = 1000  # t-SNE optimisation steps (>= 250).
+  config.suite.method_configs = (
+      method_sections(variant) if sections is None else sections)
+  if variant == 'smoke':
+    config.suite.seeds = 2
+    config.suite.multiseed = True
+    config.suite.curve_samples = 64
+    config.suite.cka_samples = 64
+    config.suite.tsne_samples = 40
+    config.suite.tsne_iterations = 250
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """Returns the suite config; `arg` is '' or 'smoke'."""
+  config = default.get_config(arg)
+  add_suite(config, arg or '')
+  return config

@@ -1,0 +1,222 @@
+"""Forget-set augmentation: simple augmentations, the ARPL loss and
+generator, the GAN models, and `python main.py --data_augment ...`."""
+
+import os
+import subprocess
+import sys
+import tempfile
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl.testing import absltest
+from absl.testing import parameterized
+
+from mu_jax import augmentation
+from mu_jax import pipeline
+from mu_jax.augmentation import arpl
+from mu_jax.augmentation import simple
+from mu_jax.models import gan
+from tests import test_util
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tiny_arpl_config(**overrides):
+  config = arpl.arpl_config()
+  config.update({'epochs': 1, 'batch_size': 16, 'width': 4,
+                 'feature_dim': 8, 'nz': 8, **overrides})
+  return config
+
+
+class ModelsTest(parameterized.TestCase):
+
+  @parameterized.parameters(((28, 28, 1),), ((32, 32, 3),))
+  def test_image_gan_shapes(self, shape):
+    rng = jax.random.key(0)
+    generator = gan.ImageGenerator(shape, width=8)
+    z = jnp.zeros((3, 10))
+    g_vars = generator.init(rng, z)
+    images = generator.apply(g_vars, z)
+    self.assertEqual(images.shape, (3, *shape))
+    self.assertTrue(bool(jnp.all((images >= 0) & (images <= 1))))
+    discriminator = gan.ImageDiscriminator(width=8)
+    d_vars = discriminator.init(rng, images)
+    self.assertEqual(discriminator.apply(d_vars, images).shape, (3,))
+    net = gan.ArplNet(width=4, feature_dim=16)
+    self.assertEqual(net.apply(net.init(rng, images), images).shape, (3, 16))
+
+  def test_feature_gan_shapes(self):
+    rng = jax.random.key(0)
+    generator = gan.FeatureGenerator(feature_dim=32, hidden=(16, 8))
+    z = jnp.ones((5, 12))
+    features = generator.apply(generator.init(rng, z), z)
+    self.assertEqual(features.shape, (5, 32))
+    discriminator = gan.FeatureDiscriminator(hidden=(16, 8))
+    scores = discriminator.apply(discriminator.init(rng, features), features)
+    self.assertEqual(scores.shape, (5,))
+
+
+class ArplLossTest(absltest.TestCase):
+
+  def test_loss_by_hand(self):
+    x = np.array([[1.0, 0.0], [0.5, 2.0]])
+    points = np.array([[0.0, 1.0], [1.0, 1.0], [-1.0, 0.0]])
+    labels = np.array([1, 2])
+    radius, temp, weight_pl = 0.3, 2.0, 0.1
+    # logits_ik = ||x_i - p_k||^2 / 2 - <x_i, p_k>.
+    logits = np.zeros((2, 3))
+    for i in range(2):
+      for k in range(3):
+        logits[i, k] = (np.sum((x[i] - points[k])**2) / 2
+                        - x[i] @ points[k])
+    np.testing.assert_allclose(logits[0], [1.0, -0.5, 3.0])
+    z = logits / temp
+    ce = np.mean([np.log(np.sum(np.exp(z[i]))) - z[i, labels[i]]
+                  for i in range(2)])
+    dist = [np.mean((x[i] - points[labels[i]])**2) for i in range(2)]
+    margin = np.mean([max(0.0, d - radius + 1.0) for d in dist])
+    loss, got_logits = arpl.arpl_loss(
+        jnp.asarray(x), jnp.asarray(labels), jnp.asarray(points),
+        jnp.asarray(radius), temp, weight_pl)
+    np.testing.assert_allclose(got_logits, logits, rtol=1e-5)
+    np.testing.assert_allclose(loss, ce + weight_pl * margin, rtol=1e-5)
+
+  def test_fake_loss_is_smallest_when_confusing(self):
+    points = jnp.eye(3)
+    uniform = jnp.zeros((4, 3))  # Equidistant from all points.
+    confident = jnp.array([[5.0, 0.0, 0.0]] * 4)
+    self.assertAlmostEqual(float(arpl.fake_loss(uniform, points)), 1 / 3,
+                           places=5)
+    # softmax(d_l2) ~ [0.02, 0.49, 0.49]: exp(-H) ~ 0.46 > 1/3.
+    self.assertGreater(float(arpl.fake_loss(confident, points)), 0.4)
+
+
+class SimpleAugmentTest(absltest.TestCase):
+
+  def test_more_than_the_forget_set_cycles(self):
+    np.testing.assert_array_equal(simple.source_indices(3, 7),
+                                  [0, 1, 2, 0, 1, 2, 0])
+    images = test_util.tiny_images(3, shape=(8, 8, 3))
+    labels = np.array([4, 5, 6])
+    config = simple.simple_config()
+    config.batch_size = 4  # Several jitted chunks.
+    out, out_labels = simple.generate(config, jax.random.key(0), images,
+                                      labels, 10)
+    self.assertEqual(out.shape, (10, 8, 8, 3))
+    self.assertEqual(out.dtype, np.uint8)
+    np.testing.assert_array_equal(out_labels, [4, 5, 6, 4, 5, 6, 4, 5, 6, 4])
+    self.assertFalse(np.array_equal(out[:3], images))  # Actually changed.
+
+  def test_keyed_and_pure(self):
+    images = jnp.asarray(test_util.tiny_images(4))
+    kwargs = dict(crop_padding=1, flip=True, jitter=0.3, noise_std=0.05)
+    a = simple.augment_images(jax.random.key(1), images, **kwargs)
+    b = simple.augment_images(jax.random.key(1), images, **kwargs)
+    c = simple.augment_images(jax.random.key(2), images, **kwargs)
+    np.testing.assert_array_equal(a, b)
+    self.assertFalse(np.array_equal(a, c))
+
+
+class ArplTrainingTest(absltest.TestCase):
+
+  def test_gan_steps_lower_the_discriminator_loss(self):
+    config = _tiny_arpl_config(gan_lr=5e-3, width=8)
+    shape = (8, 8, 1)
+    # Toy distribution: bright images of class 0, dark ones of class 1.
+    rng = np.random.default_rng(0)
+    labels = np.arange(16) % 2
+    images = np.where(labels[:, None, None, None] == 0, 220, 30) + rng.integers(
+        0, 30, (16, *shape))
+    images = jnp.asarray(images.astype(np.uint8))
+    params = arpl.init_params(config, shape, 2, jax.random.key(0))
+    opt_state = arpl.init_opt_state(config, params)
+    step = arpl.make_train_step(config, shape)
+    losses = []
+    for i in range(40):
+      params, opt_state, metrics = step(params, opt_state, images,
+                                        jnp.asarray(labels),
+                                        jax.random.key(i))
+      losses.append(float(metrics['loss_D']))
+    self.assertLess(np.mean(losses[-5:]), losses[0] - 0.1)
+
+  def test_train_reuse_and_generate(self):
+    config = _tiny_arpl_config()
+    images = test_util.tiny_images(32, shape=(8, 8, 3))
+    labels = test_util.tiny_labels(32, num_classes=3)
+    with tempfile.TemporaryDirectory() as tmp:
+      recipe = {'arpl': config.to_dict()}
+      params, info = arpl.train_or_restore(config, images, labels, 3, 0,
+                                           f'{tmp}/arpl', recipe)
+      self.assertFalse(info['reused'])
+      self.assertEqual(len(info['history']), 1)
+      again, info = arpl.train_or_restore(config, images, labels, 3, 0,
+                                          f'{tmp}/arpl', recipe)
+      self.assertTrue(info['reused'])
+      jax.tree.map(np.testing.assert_array_equal, params, again)
+    fake, fake_labels = arpl.generate(config, params, (8, 8, 3), 3,
+                                      jax.random.key(0), 5, chunk=2)
+    self.assertEqual(fake.shape, (5, 8, 8, 3))
+    self.assertEqual(fake.dtype, np.uint8)
+    self.assertEqual(fake_labels.shape, (5,))
+    self.assertTrue(np.all((fake_labels >= 0) & (fake_labels < 3)))
+
+
+class PipelineTest(absltest.TestCase):
+
+  def test_extra_samples_join_forget_and_mixed(self):
+    with tempfile.TemporaryDirectory() as tmp:
+      config = test_util.smoke_config(tmp)
+      config.method.data_augment = 'simple'
+      config.method.augment_num = 7
+      dataset = pipeline._load_data(config)
+      exp = pipeline.Experiment(config, dataset, mesh=None)
+      forget = np.arange(3)
+      data = {'forget': {'image': dataset.train_images[forget],
+                         'label': dataset.train_labels[forget]},
+              'mixed': {'image': dataset.train_images[:5],
+                        'label': dataset.train_labels[:5],
+                        'is_forget': np.array([1, 1, 1, 0, 0], np.float32)},
+              'retain': {'image': dataset.train_images[3:5],
+                         'label': dataset.train_labels[3:5]}}
+      out = pipeline._augment_forget(exp, data)
+      self.assertLen(out['forget']['label'], 10)
+      self.assertLen(out['mixed']['label'], 12)
+      np.testing.assert_array_equal(out['mixed']['is_forget'],
+                                    [1, 1, 1, 0, 0] + [1] * 7)
+      self.assertIs(out['retain'], data['retain'])
+
+  def test_config_checks(self):
+    config = test_util.smoke_config('/nonexistent')
+    config.method.data_augment = 'opengan'
+    with self.assertRaisesRegex(pipeline.ConfigError, 'opengan'):
+      pipeline.normalize_config(config)
+    config.method.data_augment = 'aplr'
+    pipeline.normalize_config(config)
+    self.assertEqual(config.method.data_augment, 'arpl')
+    self.assertIn('arpl', augmentation.SAMPLE_AUGMENTS)
+
+
+class CommandLineTest(parameterized.TestCase):
+
+  @parameterized.parameters(('simple', '100'), ('aplr', '60'))
+  def test_main_runs(self, name, number):
+    env = dict(os.environ, JAX_PLATFORMS='cpu')
+    env.pop('XLA_FLAGS', None)
+    with tempfile.TemporaryDirectory() as tmp:
+      result = subprocess.run(
+          [sys.executable, 'main.py', '--config=configs/default.py:smoke',
+           '--method', 'scrub', '--mode', 'random', '--lr', '0.005',
+           '--epoches', '1', '--loss_weight', '0', '--data_augment', name,
+           '--augment_num', number, f'--workdir={tmp}/run',
+           f'--saved_data_path={tmp}/saved_data',
+           f'--config.checkpoint_dir={tmp}/checkpoints'],
+          cwd=_ROOT, capture_output=True, text=True, env=env, timeout=600)
+      self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+      self.assertIn(f'51 + {number} samples', result.stderr)
+      self.assertTrue(os.path.exists(f'{tmp}/run/report.json'))
+
+
+if __name__ == '__main__':
+  absltest.main()
