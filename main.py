@@ -85,19 +85,29 @@ def _apply_shortcuts(config):
   return config
 
 
-class _DropOrbaxInfo:
-  """Orbax logs every file operation at INFO; keep its warnings only."""
+class _DropLibraryInfo:
+  """Keeps warnings only from chatty libraries.
+
+  Orbax logs every file operation at INFO, and JAX logs at INFO that it found
+  no TPU library on every machine that has none.
+  """
 
   def filter(self, record):
     return (record.levelno >= std_logging.WARNING
-            or 'orbax' not in record.pathname)
+            or ('orbax' not in record.pathname
+                and 'xla_bridge' not in record.pathname))
 
 
 def main(argv):
-  logging.get_absl_logger().addFilter(_DropOrbaxInfo())
+  logging.get_absl_logger().addFilter(_DropLibraryInfo())
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   # Imported here so that --help stays fast.
+  from mu_jax import parallel  # pylint: disable=g-import-not-at-top
+  # Before any JAX computation: two host devices on a multi-core CPU (both
+  # cores busy; JAX_NUM_CPU_DEVICES=1 restores one) and the persistent
+  # compilation cache (docs/PERFORMANCE.md).
+  parallel.configure_host()
   from mu_jax import pipeline  # pylint: disable=g-import-not-at-top
   from mu_jax import errors  # pylint: disable=g-import-not-at-top
   try:

@@ -1,5 +1,5 @@
 """Default experiment: fine-tune unlearning of a random 10% of the embedded
-Fashion-MNIST subset with a small CNN, against the original and retrained models.
+Fashion-MNIST subset with a small CNN, against original and retrained models.
 
 Runs offline on 2 CPU cores in a few minutes. Variants:
   configs/default.py:smoke   tiny data and model, for tests and CI.
@@ -69,8 +69,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # method.loss_weight > 0 (see mu_jax/self_supervised.py).
   config.ssl = self_supervised.ssl_config()
 
-  # Generators of extra forget samples, used when method.data_augment is
-  # simple or arpl (see mu_jax/augmentation/).
+  # Forget-set augmentation, used when method.data_augment is simple, arpl
+  # (extra forget samples) or opengan (generated features inside Bad
+  # Teaching's and SCRUB's losses); see mu_jax/augmentation/.
   config.augmentation = augmentation.augmentation_config()
 
   config.eval = ml_collections.ConfigDict()

@@ -89,6 +89,13 @@ def add_suite(config: ml_collections.ConfigDict, variant: str = '',
   # (tools/bench_multiseed.py measures it; README, "Benchmark suite").
   config.suite.multiseed = False
   config.suite.retry_failed = True  # A rerun retries failed cells.
+  # Comma-separated models whose finished cells are run again. Cells are
+  # keyed by settings, not code: after changing a method's code (not its
+  # config), name it here.
+  config.suite.rerun = ''
+  # Only write report.json, results.md and plots from the finished cells
+  # (e.g. of a stopped suite); nothing is trained or run.
+  config.suite.report_only = False
   config.suite.plots = True
   config.suite.curve_samples = 500  # Forget / retain samples per curve point.
   config.suite.cka_samples = 500  # Forget samples for the CKA.

@@ -261,7 +261,8 @@ def simple_similarity_loss(student_z: jax.Array, reference_z: jax.Array,
 
   With s_i the cosine similarity of the student's and the SimCLR encoder's
   projections of image i, p the forget fraction of the batch and
-  w = sigmoid(2p - 1):  L = (1 - w) * mean_i(y_i s_i) + w * mean_i((y_i - 1) s_i),
+  w = sigmoid(2p - 1):
+    L = (1 - w) * mean_i(y_i s_i) + w * mean_i((y_i - 1) s_i),
   means over the whole batch. Minimising lowers the similarity of forget
   samples (y = 1) and raises it for retain samples (y = 0).
 

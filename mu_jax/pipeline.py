@@ -71,9 +71,14 @@ def normalize_config(config: ml_collections.ConfigDict):
   if config.method.data_augment not in DATA_AUGMENTS:
     raise ConfigError(f'unknown data_augment {config.method.data_augment!r};'
                       f' choose one of {", ".join(DATA_AUGMENTS)}')
-  if config.method.data_augment == 'opengan':
-    raise ConfigError('--data_augment opengan is not built yet in this '
-                      'version; use simple, arpl or None')
+  if (config.method.data_augment in augmentation.FEATURE_AUGMENTS
+      and not getattr(methods.get(config.method.name), 'FEATURE_AUGMENT',
+                      False)):
+    raise ConfigError(
+        f'--data_augment {config.method.data_augment} works inside the '
+        'losses of bad_teaching and scrub only; method '
+        f'{config.method.name!r} cannot use it (use simple or arpl, which '
+        'add forget samples)')
   if (config.method.data_augment in augmentation.SAMPLE_AUGMENTS
       and config.method.augment_num < 0):
     raise ConfigError(f'augment_num is {config.method.augment_num}; it must '
@@ -123,11 +128,12 @@ class Experiment:
         crop_padding=c.crop_padding if augment else 0,
         flip=c.flip and augment)
 
-  def context(self, data, batch_size, epochs, simclr=None) -> base.Context:
+  def context(self, data, batch_size, epochs, simclr=None,
+              feature_augment=None) -> base.Context:
     eval_prep = self.prep(False)
     return base.Context(
         mean=tuple(self.dataset.mean), std=tuple(self.dataset.std),
-        simclr=simclr,
+        simclr=simclr, feature_augment=feature_augment,
         num_classes=self.dataset.num_classes, epochs=epochs,
         steps_per_epoch={s: len(d['label']) // batch_size.get(s, 1)
                          for s, d in data.items()},
@@ -308,7 +314,37 @@ def _restore_given(exp: Experiment, template, directory: str):
                  'checkpoint': directory, 'history': meta.get('history', [])}
 
 
+def fit_forget_batch(batch_size: int, num_forget: int,
+                     num_devices: int) -> int:
+  """The forget batch size, clamped to a forget set smaller than it.
+
+  Instance-wise requests are often tiny (tens of samples) while the methods'
+  forget batches are sized for hundreds (SCRUB's is 256); one batch of the
+  whole forget set is what the method would see anyway, so the batch is
+  lowered to the forget set's size (a multiple of the device count) with a
+  warning instead of failing. Retain and mixed batches keep the driver's
+  'larger than its split' error: there a too-large batch is a mistake.
+
+  Args:
+    batch_size: the configured forget batch size.
+    num_forget: samples in the (possibly augmented) forget split.
+    num_devices: devices the batch is split over.
+
+  Returns:
+    `batch_size`, or the largest multiple of `num_devices` <= `num_forget`
+    when that is smaller (unchanged when the forget set has fewer samples
+    than devices, so the driver reports it).
+  """
+  fitted = num_forget - num_forget % num_devices
+  if batch_size <= num_forget or fitted < 1:
+    return batch_size
+  logging.warning('forget batch size %d is larger than the forget set (%d '
+                  'samples); using %d', batch_size, num_forget, fitted)
+  return fitted
+
+
 def _unlearn(exp: Experiment, original, data, simclr=None, *,
+             feature_augment=None,
              on_step_end: Callable[[int, Any, Any], None] | None = None,
              every_steps: int = 1) -> tuple[Any, dict[str, Any]]:
   """Runs the configured unlearning method from the original model."""
@@ -318,7 +354,10 @@ def _unlearn(exp: Experiment, original, data, simclr=None, *,
   batch_size = {'forget': config.get('forget_batch_size', 0) or size,
                 'retain': config.get('retain_batch_size', 0) or size,
                 'mixed': size}
-  ctx = exp.context(data, batch_size, config.epochs, simclr)
+  batch_size['forget'] = fit_forget_batch(
+      batch_size['forget'], len(data['forget']['label']),
+      exp.mesh.devices.size)
+  ctx = exp.context(data, batch_size, config.epochs, simclr, feature_augment)
   method = module.make(config, ctx)
   steps_per_epoch = sum(n for _, n in method.plan(0))
   tx = optim.make_optimizer(config.optim, max(1, steps_per_epoch),
@@ -334,19 +373,24 @@ def _unlearn(exp: Experiment, original, data, simclr=None, *,
                         'history': result.history}
 
 
-def _augment_forget(exp: Experiment, data: dict) -> dict:
+def _augment_forget(exp: Experiment, data: dict,
+                    info: dict | None = None) -> dict:
   """Appends --data_augment's extra samples to 'forget' and 'mixed'.
 
   Extra samples are flagged is_forget=1 in 'mixed'; 'retain' and the
-  evaluation's forget set are untouched.
+  evaluation's forget set are untouched. The generator's info (training
+  time, reuse, checkpoint, losses) is added to `info` when given.
   """
   forget = data['forget']
-  images, labels, info = augmentation.extra_forget(
+  images, labels, augment_info = augmentation.extra_forget(
       exp.config, exp.dataset, forget['image'], forget['label'])
+  if info is not None:
+    info.update(augment_info)
   if not len(labels):
     return data
   logging.info('forget set augmented (%s): %d + %d samples',
-               info.get('augment'), len(forget['label']), len(labels))
+               augment_info.get('augment'), len(forget['label']),
+               len(labels))
   mixed = data['mixed']
   return {**data,
           'forget': train.split_data(
@@ -373,8 +417,9 @@ def unlearn(exp: Experiment, original, split: splits_lib.Split, *,
 
   Returns:
     (state, info, simclr_info): info holds 'seconds' (RTE),
-    'compile_seconds' and 'history'; simclr_info is the SimCLR encoder's
-    training info when the method takes a self-supervised term, else None.
+    'compile_seconds', 'history' and 'augmentation' (`augmentation_report`);
+    simclr_info is the SimCLR encoder's training info when the method takes
+    a self-supervised term, else None.
   """
   images, labels = exp.dataset.train_images, exp.dataset.train_labels
   is_forget = np.zeros(len(labels), np.float32)
@@ -386,7 +431,13 @@ def unlearn(exp: Experiment, original, split: splits_lib.Split, *,
           # The whole train set flagged per sample, for methods that mix
           # forget and retain samples in one batch (the original project).
           'mixed': train.split_data(images, labels, is_forget=is_forget)}
-  data = _augment_forget(exp, data)
+  augment_info = {}
+  data = _augment_forget(exp, data, augment_info)
+  feature_augment = None
+  if exp.config.method.data_augment == 'opengan':
+    feature_augment, augment_info = augmentation.feature_hook(
+        exp.config, exp.dataset, original, images[split.forget],
+        split.digest(), split.name)
   simclr, simclr_info = None, None
   if exp.config.method.loss_weight:
     simclr_state, simclr_info = _pretrain_simclr(exp)
@@ -394,8 +445,39 @@ def unlearn(exp: Experiment, original, split: splits_lib.Split, *,
               {'params': simclr_state.params, **simclr_state.model_state},
               exp.config.ssl.unlearn_temperature)
   state, info = _unlearn(exp, original, data, simclr,
+                         feature_augment=feature_augment,
                          on_step_end=on_step_end, every_steps=every_steps)
+  info['augmentation'] = augmentation_report(
+      exp.config.method, len(data['forget']['label']) - len(split.forget),
+      augment_info)
   return state, info, simclr_info
+
+
+def augmentation_report(method_config: ml_collections.ConfigDict,
+                        num_augmented: int, info: dict) -> dict:
+  """The report's 'augmentation' entry.
+
+  Args:
+    method_config: config.method (data_augment, augment_num).
+    num_augmented: extra samples added to the forget set (0 for opengan,
+      which substitutes features inside the loss instead).
+    info: the generator's training info ({} without a generator).
+
+  Returns:
+    {'method', 'augment_num', 'num_augmented', 'generator_seconds' (its
+    training time; that of the run that trained it when reused),
+    'generator_reused', 'checkpoint', 'history'}.
+  """
+  name = method_config.data_augment
+  return {'method': name,
+          # As configured; opengan does not use it (neither did the original).
+          'augment_num': (int(method_config.augment_num)
+                          if name != 'none' else None),
+          'num_augmented': int(num_augmented),
+          'generator_seconds': info.get('seconds'),
+          'generator_reused': info.get('reused'),
+          'checkpoint': info.get('checkpoint'),
+          'history': info.get('history')}
 
 
 def evaluate_row(exp: Experiment, state, split: splits_lib.Split,
@@ -479,7 +561,8 @@ def run(config: ml_collections.ConfigDict, workdir: str = '') -> dict:
                  '--epoches apply to unlearning methods only')
     unlearned, unlearn_info = retrained, {
         'seconds': retrain_info['seconds'], 'compile_seconds': None,
-        'history': retrain_info['history']}
+        'history': retrain_info['history'],
+        'augmentation': augmentation_report(config.method, 0, {})}
   else:
     unlearned, unlearn_info, simclr_info = unlearn(exp, original, split)
 
@@ -506,6 +589,7 @@ def run(config: ml_collections.ConfigDict, workdir: str = '') -> dict:
                 'forget_classes': list(split.forget_classes)},
       'workdir': workdir,
       'method': method_name,
+      'augmentation': unlearn_info['augmentation'],
       'metrics': rows,
       'timings': {
           'original_train_seconds': original_info['seconds'],

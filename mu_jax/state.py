@@ -55,7 +55,7 @@ class TrainState(struct.PyTreeNode):
     return self.apply_fn(variables, images, train=train), model_state
 
   def apply_gradients(self, grads, model_state=None) -> 'TrainState':
-    """One optimizer update; `model_state` replaces the mutable state if given."""
+    """One optimizer update; a given `model_state` replaces the mutable one."""
     updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
     return self.replace(
         step=self.step + 1,

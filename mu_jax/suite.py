@@ -97,7 +97,52 @@ def plan(config: ml_collections.ConfigDict):
     raise ValueError('--config.suite.modes is empty; use random,class_wise')
   if suite.seeds < 1:
     raise ValueError(f'--config.suite.seeds={suite.seeds}; run at least 1')
+  _check_method_configs(suite.method_configs, names, modes)
   return names, modes, [config.seed + i for i in range(suite.seeds)]
+
+
+def rerun_set(config: ml_collections.ConfigDict) -> frozenset[str]:
+  """The models `config.suite.rerun` names, canonical; checked.
+
+  Raises:
+    ValueError: an unknown model name.
+  """
+  names = set()
+  for name in _names(config.suite.get('rerun', '')):
+    if name not in BASE_MODELS:
+      methods.get(name)  # Unknown: a ValueError that lists the choices.
+      name = methods.canonical_name(name)
+    names.add(name)
+  return frozenset(names)
+
+
+def _check_method_configs(sections: ml_collections.ConfigDict,
+                          names: Sequence[str], modes: Sequence[str]):
+  """Fails unless every (mode, method) to run has its own section.
+
+  A suite once ran on a config whose `method_configs` had one section per
+  method for both modes: the class-wise cells silently got the random-mode
+  settings (GA and NegGrad+ diverged, SCRUB erased the retained classes).
+  A missing section is therefore an error, never a quiet fallback.
+
+  Raises:
+    pipeline.ConfigError: a mode or a method without a section.
+  """
+  for mode in modes:
+    if mode not in sections:
+      flat = [n for n in names if n in sections]
+      hint = (f' (it has sections named after methods, {", ".join(flat)}: '
+              'one section per mode, each holding one per method, is needed)'
+              if flat else '')
+      raise pipeline.ConfigError(
+          f'config.suite.method_configs has no {mode!r} section{hint}; '
+          'build it with configs/suite.py:method_sections()')
+    missing = [n for n in names if n not in sections[mode]]
+    if missing:
+      raise pipeline.ConfigError(
+          f'config.suite.method_configs.{mode} has no section for '
+          f'{", ".join(missing)}; build it with '
+          'configs/suite.py:method_sections()')
 
 
 def summarize(cells: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -221,6 +266,7 @@ class _Suite:
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
     self.config = config
     self.methods, self.modes, self.seeds = plan(config)
+    self.rerun = rerun_set(config)
     self.dataset, self.mesh = pipeline.setup(config)
     self.workdir = workdir
     self.fingerprint = self.dataset.fingerprint()
@@ -230,12 +276,8 @@ class _Suite:
   # Configs and cells.
 
   def method_config(self, name: str, mode: str) -> ml_collections.ConfigDict:
-    sections = self.config.suite.method_configs.get(mode, {})
-    if name in sections:
-      return copy.deepcopy(sections[name])
-    logging.warning('no suite.method_configs.%s.%s; using the method '
-                    'defaults', mode, name)
-    return methods.get_config(name)
+    # `plan` checked that the section exists.
+    return copy.deepcopy(self.config.suite.method_configs[mode][name])
 
   def cell_config(self, mode: str, seed: int, method: str | None = None):
     config = copy.deepcopy(self.config)
@@ -264,6 +306,8 @@ class _Suite:
     if cell['key'] != key:
       logging.info('%s %s seed %d: settings changed, rerunning', mode, model,
                    seed)
+      return False
+    if model in self.rerun:
       return False
     return cell['status'] == 'ok' or not self.config.suite.retry_failed
 
@@ -322,6 +366,7 @@ class _Suite:
     config = self.cell_config(mode, seed)
     exp = pipeline.Experiment(config, self.dataset, self.mesh)
     forget, retain = self.samples(split, seed)
+    self.warn_moved_checkpoints(mode, seed, todo)
     original, original_info, retrained, retrain_info = (
         pipeline.train_classifiers(exp, split))
     rows = {m: self.load_cell(mode, seed, m)['metrics']
@@ -349,6 +394,27 @@ class _Suite:
       if method in todo:
         self.run_method(mode, seed, method, split, keys[method], original,
                         rows['retrain'], forget, retain)
+
+  def warn_moved_checkpoints(self, mode: str, seed: int, todo: Sequence[str]):
+    """Warns when finished cells' models live outside config.checkpoint_dir.
+
+    Cell keys leave the checkpoint folder out (it does not change the
+    numbers), so a resume with another --config.checkpoint_dir reuses the
+    cells but trains the original and retrain models again before the
+    remaining methods can run: minutes to hours of avoidable training.
+    """
+    for model in BASE_MODELS:
+      cell = None if model in todo else self.load_cell(mode, seed, model)
+      if not cell or not cell.get('checkpoint'):
+        continue
+      folder = os.path.dirname(os.path.normpath(cell['checkpoint']))
+      if os.path.normpath(folder) != os.path.normpath(
+          self.config.checkpoint_dir):
+        logging.warning(
+            '%s seed %d: the finished cells used the %s model in %s, but '
+            'checkpoints are now read from %s: it is trained again unless '
+            'you pass --config.checkpoint_dir=%s', mode, seed, model,
+            cell['checkpoint'], self.config.checkpoint_dir, folder)
 
   def run_method(self, mode, seed, method, split, key, original, retrain_row,
                  forget, retain):
@@ -431,7 +497,9 @@ class _Suite:
                           'forget_classes': list(split.forget_classes)}
     return cells, split_info
 
-  def title(self, mode: str, split_info: Mapping[str, Any]) -> str:
+  def title(self, mode: str, split_info: Mapping[str, Any],
+            seeds_done: int | None = None) -> str:
+    """The table's heading; `seeds_done`: seeds with a finished retrain."""
     info = split_info[mode]
     total = info['forget'] + info['retain']
     if mode == 'random':
@@ -440,8 +508,12 @@ class _Suite:
     else:
       classes = ', '.join(str(c) for c in info['forget_classes'])
       what = f"class {classes} ({info['forget']:,} train images)"
+    seeds = f'{len(self.seeds)} seeds'
+    if seeds_done is not None and seeds_done < len(self.seeds):
+      # A partial report (report_only after a stopped run) says so.
+      seeds = f'{seeds_done} of {len(self.seeds)} seeds'
     return (f'{MODE_TITLES[mode]}: {what}, {self.dataset.name}, '
-            f'{self.config.model.name}, {len(self.seeds)} seeds')
+            f'{self.config.model.name}, {seeds}')
 
   def draw(self, mode: str, title: str, summary, cells) -> list[str]:
     """The four kinds of plots of one mode; a plot that fails is logged."""
@@ -508,7 +580,8 @@ class _Suite:
     for mode in self.modes:
       summary[mode] = {m: summarize(cs) for m, cs in cells[mode].items()
                        if cs}
-      titles[mode] = self.title(mode, split_info)
+      titles[mode] = self.title(mode, split_info, len(
+          [c for c in cells[mode]['retrain'] if c['status'] == 'ok']))
       tables[mode] = format_table(summary[mode], order)
       for model in order:
         for cell in cells[mode][model]:
@@ -587,6 +660,9 @@ def run(config: ml_collections.ConfigDict, workdir: str = '') -> dict:
   logging.info('suite: %d methods x %d modes x %d seeds in %s',
                len(suite.methods), len(suite.modes), len(suite.seeds),
                suite.workdir)
+  if config.suite.get('report_only'):
+    logging.info('suite: report_only, writing the report of finished cells')
+    return suite.finish(total_start)
   if config.suite.multiseed:
     suite.train_models_together()
   for mode in suite.modes:

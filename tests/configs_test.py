@@ -1,4 +1,4 @@
-"""Every config file loads, names a known method, and its smoke variant works."""
+"""Every config file loads, names a known method, and its smoke run works."""
 
 import glob
 import importlib

@@ -1,4 +1,4 @@
-"""Test set-up: 4 fake CPU devices, so data-parallel code is exercised on CPU."""
+"""Test set-up: 4 fake CPU devices, so data-parallel code runs on CPU."""
 
 import os
 

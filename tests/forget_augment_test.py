@@ -1,6 +1,8 @@
 """Forget-set augmentation: simple augmentations, the ARPL loss and
-generator, the GAN models, and `python main.py --data_augment ...`."""
+generator, the feature-level OpenGAN, the GAN models, and
+`python main.py --data_augment ...`."""
 
+import json
 import os
 import subprocess
 import sys
@@ -14,8 +16,10 @@ from absl.testing import absltest
 from absl.testing import parameterized
 
 from mu_jax import augmentation
+from mu_jax import models
 from mu_jax import pipeline
 from mu_jax.augmentation import arpl
+from mu_jax.augmentation import opengan
 from mu_jax.augmentation import simple
 from mu_jax.models import gan
 from tests import test_util
@@ -163,6 +167,102 @@ class ArplTrainingTest(absltest.TestCase):
     self.assertTrue(np.all((fake_labels >= 0) & (fake_labels < 3)))
 
 
+def _tiny_opengan_config(**overrides):
+  config = opengan.opengan_config()
+  config.update({'epochs': 2, 'batch_size': 16, 'nz': 8,
+                 'hidden_g': (16, 16), 'hidden_d': (16, 8),
+                 'num_candidates': 4, 'log_every': 1, **overrides})
+  return config
+
+
+class OpenGanTest(parameterized.TestCase):
+
+  def test_generator_and_discriminator_shapes(self):
+    config = _tiny_opengan_config()
+    params = opengan.init_params(config, 12, jax.random.key(0))
+    hook = opengan.make_hook(config, params, 12)
+    fake = gan.FeatureGenerator(12, hook.hidden).apply(
+        {'params': params['G']}, jnp.ones((5, config.nz)))
+    self.assertEqual(fake.shape, (5, 12))
+    scores = gan.FeatureDiscriminator(tuple(config.hidden_d)).apply(
+        {'params': params['D']}, fake)
+    self.assertEqual(scores.shape, (5,))
+    # Substitutes have the real features' shape.
+    real = jnp.ones((3, 12))
+    self.assertEqual(hook.substitute(hook.init(), real,
+                                     jax.random.key(1)).shape, (3, 12))
+
+  def test_gan_steps_lower_the_discriminator_loss(self):
+    config = _tiny_opengan_config(lr_g=1e-3, lr_d=5e-3)
+    # Toy distribution: features around (3, 3, ..., 3) with small noise,
+    # far from what the freshly initialised generator produces (about 0).
+    real = jnp.asarray(3.0 + 0.3 * np.random.default_rng(0).normal(
+        size=(32, 8)), jnp.float32)
+    params = opengan.init_params(config, 8, jax.random.key(0))
+    opt_state = opengan.init_opt_state(config, params)
+    step = opengan.make_train_step(config, 8)
+    losses = []
+    for i in range(30):
+      params, opt_state, metrics = step(params, opt_state, real,
+                                        jax.random.key(i))
+      losses.append(float(metrics['loss_D']))
+    self.assertAlmostEqual(losses[0], 2 * np.log(2), delta=0.1)
+    self.assertLess(np.mean(losses[-5:]), losses[0] - 0.3)
+
+  def test_substitution_picks_the_most_similar_candidate(self):
+    real = jnp.array([[1.0, 0.0], [0.0, 2.0]])
+    candidates = jnp.array([
+        [[0.0, 1.0], [3.0, 0.2], [-1.0, 0.0]],  # Row 0: [3, .2] (cos .998).
+        [[1.0, 1.0], [5.0, 0.0], [0.1, -4.0]],  # Row 1: [1, 1] (cos .707).
+    ])
+    np.testing.assert_array_equal(opengan.most_similar(real, candidates),
+                                  candidates[[0, 1], [1, 0]])
+    # It is one of the candidates that the hook generated, the best one.
+    config = _tiny_opengan_config()
+    params = opengan.init_params(config, 6, jax.random.key(0))
+    hook = opengan.make_hook(config, params, 6)
+    real = jax.random.normal(jax.random.key(3), (2, 6))
+    picked = hook.substitute(hook.init(), real, jax.random.key(4))
+    z = jax.random.normal(jax.random.key(4), (2 * 4, config.nz))
+    fake = gan.FeatureGenerator(6, hook.hidden).apply(
+        {'params': params['G']}, z).reshape(2, 4, 6)
+    unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)
+    cosine = np.einsum('bd,bkd->bk', unit(np.asarray(real)),
+                       unit(np.asarray(fake)))
+    np.testing.assert_allclose(
+        picked, np.asarray(fake)[np.arange(2), cosine.argmax(-1)], rtol=1e-5)
+
+  @parameterized.parameters('cnn', 'resnet8')
+  def test_classifier_head_alone_gives_the_models_logits(self, name):
+    model = models.create(ml_collections.ConfigDict(
+        {'name': name, 'width': 4}), 5)
+    images = jnp.asarray(test_util.tiny_images(3, shape=(8, 8, 1)),
+                         jnp.float32)
+    variables = model.init(jax.random.key(0), images)
+    logits, features = model.apply(variables, images)
+    np.testing.assert_allclose(
+        models.classifier_head(variables['params'], features), logits,
+        rtol=1e-5, atol=1e-5)
+
+  def test_train_reuse_and_refuse_another_recipe(self):
+    config = _tiny_opengan_config()
+    features = np.random.default_rng(0).normal(size=(20, 6)).astype(
+        np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+      params, info = opengan.train_or_restore(config, features, 0,
+                                              f'{tmp}/gan', {'a': 1})
+      self.assertFalse(info['reused'])
+      self.assertLen(info['history'], 2)
+      self.assertEqual(set(info['history'][0]), {'epoch', 'loss_D',
+                                                 'loss_G'})
+      again, info = opengan.train_or_restore(config, features, 0,
+                                             f'{tmp}/gan', {'a': 1})
+      self.assertTrue(info['reused'])
+      jax.tree.map(np.testing.assert_array_equal, params, again)
+      with self.assertRaisesRegex(Exception, 'another recipe'):
+        opengan.train_or_restore(config, features, 0, f'{tmp}/gan', {'a': 2})
+
+
 class PipelineTest(absltest.TestCase):
 
   def test_extra_samples_join_forget_and_mixed(self):
@@ -189,13 +289,25 @@ class PipelineTest(absltest.TestCase):
 
   def test_config_checks(self):
     config = test_util.smoke_config('/nonexistent')
-    config.method.data_augment = 'opengan'
-    with self.assertRaisesRegex(pipeline.ConfigError, 'opengan'):
+    config.method.data_augment = 'opengan'  # With finetune: refused.
+    with self.assertRaisesRegex(pipeline.ConfigError,
+                                'opengan works inside.*finetune'):
+      pipeline.normalize_config(config)
+    for name in ('scrub', 'bad_teaching'):
+      config.method.name = name
       pipeline.normalize_config(config)
     config.method.data_augment = 'aplr'
     pipeline.normalize_config(config)
     self.assertEqual(config.method.data_augment, 'arpl')
     self.assertIn('arpl', augmentation.SAMPLE_AUGMENTS)
+
+
+  def test_forget_batch_is_clamped_to_a_small_forget_set(self):
+    self.assertEqual(pipeline.fit_forget_batch(256, 50, 1), 50)
+    self.assertEqual(pipeline.fit_forget_batch(256, 50, 4), 48)
+    self.assertEqual(pipeline.fit_forget_batch(32, 50, 4), 32)
+    # Fewer samples than devices: left to the driver's error.
+    self.assertEqual(pipeline.fit_forget_batch(8, 3, 4), 8)
 
 
 class CommandLineTest(parameterized.TestCase):
@@ -215,7 +327,34 @@ class CommandLineTest(parameterized.TestCase):
           cwd=_ROOT, capture_output=True, text=True, env=env, timeout=600)
       self.assertEqual(result.returncode, 0, result.stderr[-3000:])
       self.assertIn(f'51 + {number} samples', result.stderr)
-      self.assertTrue(os.path.exists(f'{tmp}/run/report.json'))
+      with open(f'{tmp}/run/report.json') as f:
+        report = json.load(f)
+      self.assertEqual(report['augmentation']['num_augmented'], int(number))
+      self.assertEqual(report['augmentation']['augment_num'], int(number))
+
+  def test_opengan_with_a_forget_set_smaller_than_the_batch(self):
+    env = dict(os.environ, JAX_PLATFORMS='cpu')
+    env.pop('XLA_FLAGS', None)
+    with tempfile.TemporaryDirectory() as tmp:
+      # The smoke forget batch (32) is larger than 20 forget samples.
+      result = subprocess.run(
+          [sys.executable, 'main.py', '--config=configs/default.py:smoke',
+           '--method', 'scrub', '--data_augment', 'opengan',
+           '--forget_num', '20', f'--workdir={tmp}/run',
+           f'--config.checkpoint_dir={tmp}/checkpoints'],
+          cwd=_ROOT, capture_output=True, text=True, env=env, timeout=600)
+      self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+      self.assertIn('larger than the forget set (20 samples); using 20',
+                    result.stderr)
+      self.assertIn('opengan epoch', result.stderr)
+      with open(f'{tmp}/run/report.json') as f:
+        report = json.load(f)
+      augment = report['augmentation']
+      self.assertEqual(augment['method'], 'opengan')
+      self.assertEqual(augment['num_augmented'], 0)
+      self.assertFalse(augment['generator_reused'])
+      self.assertGreater(augment['generator_seconds'], 0)
+      self.assertIn('max/generated_kl', report['history']['unlearned'][0])
 
 
 if __name__ == '__main__':

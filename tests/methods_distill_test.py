@@ -18,6 +18,7 @@ from mu_jax import parallel
 from mu_jax import self_supervised
 from mu_jax import state as state_lib
 from mu_jax import train
+from mu_jax.augmentation import opengan
 from mu_jax.methods import bad_teaching
 from mu_jax.methods import base
 from mu_jax.methods import scrub
@@ -58,7 +59,16 @@ def _simclr(model):
   return simclr.apply, variables, 0.5
 
 
-def _setup(module, epochs=2, with_simclr=False, **overrides):
+def _opengan_hook(feature_dim=16):
+  """A tiny (untrained) OpenGAN hook, as the pipeline passes in `ctx`."""
+  config = opengan.opengan_config()
+  config.update({'nz': 4, 'hidden_g': (8,), 'num_candidates': 3})
+  params = opengan.init_params(config, feature_dim, jax.random.key(6))
+  return opengan.make_hook(config, params, feature_dim)
+
+
+def _setup(module, epochs=2, with_simclr=False, with_opengan=False,
+           **overrides):
   """(method, state, data, ctx) for `module` with config `overrides`."""
   data = _data()
   model = models.create(ml_collections.ConfigDict(
@@ -69,7 +79,9 @@ def _setup(module, epochs=2, with_simclr=False, **overrides):
                        for s, d in data.items()},
       batch_size=dict(_BATCH), init_variables=_Recorder(model),
       iterate=None, mean=(0.5,), std=(0.25,),
-      simclr=_simclr(model) if with_simclr else None)
+      simclr=_simclr(model) if with_simclr else None,
+      # The width-4 CNN's penultimate features have 4 * 4 entries.
+      feature_augment=_opengan_hook() if with_opengan else None)
   config = module.get_config()
   config.epochs = epochs
   for path, value in overrides.items():  # 'optim.lr' sets config.optim.lr.
@@ -167,6 +179,20 @@ class BadTeachingTest(parameterized.TestCase):
     self.assertTrue(np.isfinite(metrics['ssl']))
     self.assertFalse(np.allclose(params['Conv_0']['kernel'],
                                  plain['Conv_0']['kernel']))
+
+  @parameterized.parameters('canonical', 'capstone')
+  def test_opengan_target_changes_the_update(self, variant):
+    plain, plain_metrics = _one_step(bad_teaching, 'main', variant=variant)
+    params, metrics = _one_step(bad_teaching, 'main', variant=variant,
+                                with_opengan=True)
+    self.assertNotIn('generated_kl', plain_metrics)
+    self.assertTrue(np.isfinite(metrics['generated_kl']))
+    # loss = (KL to the usual target + KL to the generated one) / 2.
+    np.testing.assert_allclose(
+        metrics['loss'],
+        0.5 * (plain_metrics['loss'] + metrics['generated_kl']), rtol=1e-5)
+    self.assertFalse(np.allclose(params['Dense_1']['kernel'],
+                                 plain['Dense_1']['kernel']))
 
   def test_canonical_plan_covers_forget_and_the_retain_fraction(self):
     method, _, _, ctx = _setup(bad_teaching, retain_fraction=0.3)
@@ -289,6 +315,22 @@ class ScrubTest(parameterized.TestCase):
     self.assertTrue(np.isfinite(metrics['ssl']))
     self.assertFalse(np.allclose(params['Conv_0']['kernel'],
                                  plain['Conv_0']['kernel']))
+
+  @parameterized.parameters(('max', 'canonical'), ('main', 'capstone'))
+  def test_opengan_target_changes_the_update(self, phase, variant):
+    plain, plain_metrics = _one_step(scrub, phase, variant=variant)
+    params, metrics = _one_step(scrub, phase, variant=variant,
+                                with_opengan=True)
+    self.assertNotIn('generated_kl', plain_metrics)
+    self.assertGreater(metrics['generated_kl'], 0.0)
+    self.assertFalse(np.allclose(params['Dense_1']['kernel'],
+                                 plain['Dense_1']['kernel']))
+
+  def test_opengan_leaves_the_min_phase_alone(self):
+    plain, _ = _one_step(scrub, 'min')
+    params, metrics = _one_step(scrub, 'min', with_opengan=True)
+    self.assertNotIn('generated_kl', metrics)
+    _assert_trees_equal(params, plain)
 
   def test_bad_settings_are_errors(self):
     with self.assertRaisesRegex(ValueError, 'variant'):

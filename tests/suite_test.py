@@ -5,6 +5,7 @@ isolation and the files a run writes. The data is a 96-image synthetic npz
 and the model a width-4 CNN, so a whole suite takes seconds.
 """
 
+import importlib
 import json
 import os
 import subprocess
@@ -121,6 +122,17 @@ class AggregationTest(absltest.TestCase):
                      '— | — | — | — |')
     self.assertLen(lines, 5)  # scrub has no cells: no row.
 
+  def test_title_says_when_seeds_are_missing(self):
+    runner = object.__new__(suite._Suite)  # No data needed.
+    runner.config = suite_config.get_config('smoke')
+    runner.seeds = [0, 1, 2]
+    runner.dataset = mock.Mock()
+    runner.dataset.name = 'tiny'
+    info = {'class_wise': {'forget': 10, 'retain': 90, 'forget_classes': [0]}}
+    self.assertEndsWith(runner.title('class_wise', info, 2),
+                        'tiny, cnn, 2 of 3 seeds')
+    self.assertEndsWith(runner.title('class_wise', info, 3), 'cnn, 3 seeds')
+
 
 class PlanTest(absltest.TestCase):
 
@@ -162,6 +174,36 @@ class PlanTest(absltest.TestCase):
     self.assertEqual(config.suite.method_configs.random.neggrad.optim.lr,
                      neggrad.get_config().method.optim.lr)
 
+  def test_class_wise_sections_are_the_class_wise_variants(self):
+    config = suite_config.get_config()
+    sections = config.suite.method_configs
+    for name in ('neggrad', 'neggrad_plus', 'scrub'):
+      module = importlib.import_module(f'configs.{name}')
+      class_wise = module.get_config('class_wise').method
+      self.assertEqual(sections.class_wise[name].to_dict(),
+                       class_wise.to_dict(), name)
+      self.assertNotEqual(sections.random[name].to_dict(),
+                          class_wise.to_dict(), name)
+    # The settings that keep them from diverging or over-forgetting.
+    self.assertEqual((sections.class_wise.neggrad_plus.alpha,
+                      sections.class_wise.neggrad_plus.optim.lr), (0.97, 0.01))
+    self.assertEqual(sections.class_wise.scrub.msteps, 2)
+
+  def test_sections_per_mode_are_required(self):
+    config = suite_config.get_config('smoke')
+    # The layout that once gave class-wise cells the random settings.
+    config.suite.method_configs = config.suite.method_configs.random
+    with self.assertRaisesRegex(pipeline.ConfigError,
+                                "no 'random' section.*neggrad"):
+      suite.plan(config)
+    config = suite_config.get_config('smoke')
+    del config.suite.method_configs.class_wise['scrub']
+    with self.assertRaisesRegex(pipeline.ConfigError,
+                                'class_wise has no section for scrub'):
+      suite.plan(config)
+    config.suite.modes = 'random'  # Only the modes that run need one.
+    suite.plan(config)
+
 
 class _CountingUnlearn:
   """Wraps pipeline.unlearn; raises KeyboardInterrupt at call `kill_at`."""
@@ -188,6 +230,15 @@ class SuiteRunTest(absltest.TestCase):
         with self.assertRaises(KeyboardInterrupt):
           suite.run(config, f'{tmp}/w')
       self.assertFalse(os.path.exists(f'{tmp}/w/report.json'))
+      # report_only: a report of the finished cells, nothing run.
+      config.suite.report_only = True
+      idle = _CountingUnlearn()
+      with mock.patch.object(pipeline, 'unlearn', idle):
+        partial = suite.run(config, f'{tmp}/w')
+      self.assertEqual(idle.calls, [])
+      self.assertEqual((partial['summary']['random']['finetune']['n'],
+                        partial['summary']['random']['neggrad']['n']), (1, 1))
+      config.suite.report_only = False
       resumed = _CountingUnlearn()
       with mock.patch.object(pipeline, 'unlearn', resumed):
         result = suite.run(config, f'{tmp}/w')
@@ -245,6 +296,41 @@ class SuiteRunTest(absltest.TestCase):
       config.suite.method_configs.random.neggrad.optim.lr = 1e-3
       result = suite.run(config, f'{tmp}/w')
       self.assertEqual(result['failures'], [])
+      # Named in suite.rerun (e.g. after a code change): run again.
+      config.suite.rerun = 'FT'
+      calls = _CountingUnlearn()
+      with mock.patch.object(pipeline, 'unlearn', calls):
+        suite.run(config, f'{tmp}/w')
+      self.assertEqual(calls.calls, [('random', 0, 'finetune')])
+      config.suite.rerun = 'nope'
+      with self.assertRaisesRegex(ValueError, 'unknown method'):
+        suite.run(config, f'{tmp}/w')
+
+  def test_each_mode_runs_with_its_own_method_config(self):
+    with tempfile.TemporaryDirectory() as tmp:
+      config = tiny_config(tmp, 'neggrad', modes='random,class_wise',
+                           seeds=1)
+      config.suite.method_configs.random.neggrad.optim.lr = 2e-3
+      config.suite.method_configs.class_wise.neggrad.optim.lr = 3e-4
+      seen = []
+      real = pipeline.unlearn
+
+      def unlearn(exp, *args, **kwargs):
+        seen.append((exp.config.split.mode, exp.config.method.optim.lr))
+        return real(exp, *args, **kwargs)
+
+      with mock.patch.object(pipeline, 'unlearn', unlearn):
+        suite.run(config, f'{tmp}/w')
+      self.assertEqual(seen, [('random', 2e-3), ('class_wise', 3e-4)])
+      for mode, lr in (('random', 2e-3), ('class_wise', 3e-4)):
+        with open(f'{tmp}/w/cells/{mode}/s0/neggrad.json') as f:
+          self.assertEqual(json.load(f)['method_config']['optim']['lr'], lr)
+      # A new class-wise setting reruns the class-wise cell only.
+      config.suite.method_configs.class_wise.neggrad.optim.lr = 1e-4
+      seen.clear()
+      with mock.patch.object(pipeline, 'unlearn', unlearn):
+        suite.run(config, f'{tmp}/w')
+      self.assertEqual(seen, [('class_wise', 1e-4)])
 
   def test_both_modes_with_plots_and_sequential_training(self):
     with tempfile.TemporaryDirectory() as tmp:
@@ -270,6 +356,29 @@ class SuiteRunTest(absltest.TestCase):
       self.assertEqual(cell['curve']['step'][0], 0)
       self.assertLen(cell['curve']['forget_acc'], len(cell['curve']['step']))
       self.assertEqual(cell['cka']['layers'][-1], 'features')
+
+
+class MovedCheckpointsTest(absltest.TestCase):
+
+  def test_warns_when_finished_cells_used_another_checkpoint_dir(self):
+    with tempfile.TemporaryDirectory() as tmp:
+      runner = object.__new__(suite._Suite)  # No data needed.
+      runner.workdir = f'{tmp}/w'
+      runner.config = suite_config.get_config('smoke')
+      runner.config.checkpoint_dir = f'{tmp}/elsewhere'
+      for model in suite.BASE_MODELS:
+        runner.save_cell({'mode': 'random', 'seed': 0, 'model': model,
+                          'status': 'ok',
+                          'checkpoint': f'{tmp}/w/checkpoints/x_{model}'})
+      with self.assertLogs('absl', 'WARNING') as logs:
+        runner.warn_moved_checkpoints('random', 0, ['finetune'])
+      self.assertLen(logs.output, 2)
+      self.assertIn(f'--config.checkpoint_dir={tmp}/w/checkpoints',
+                    logs.output[0])
+      runner.config.checkpoint_dir = f'{tmp}/w/checkpoints/'
+      with mock.patch.object(suite.logging, 'warning') as warning:
+        runner.warn_moved_checkpoints('random', 0, ['finetune'])
+      warning.assert_not_called()
 
 
 class MainTest(absltest.TestCase):

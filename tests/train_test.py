@@ -1,4 +1,4 @@
-"""The driver: data parallelism, resume, divergence, checkpoints, augmentation."""
+"""The driver: data parallelism, resume, divergence, checkpoints, crops."""
 
 import os
 import tempfile

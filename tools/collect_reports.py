@@ -43,8 +43,11 @@ def main(paths):
       label += f' ({variant})'
     if method.get('loss_weight'):
       label += f" + {method['supervised_mode']} x{method['loss_weight']:g}"
-    if method.get('data_augment', 'none') != 'none':
-      label += f" + {method['data_augment']} augmentation"
+    augment = method.get('data_augment', 'none')
+    if augment == 'opengan':  # Substitutes features; adds no samples.
+      label += ' + opengan augmentation'
+    elif augment != 'none':
+      label += f" + {augment} augmentation x{method['augment_num']}"
     if label == 'retrain':
       continue
     rows[label] = r['metrics']['unlearned']

@@ -2,10 +2,20 @@
 
 * `simple`: augmented copies of forget images (augmentation/simple.py).
 * `arpl`: confusing samples from an ARPL generator (augmentation/arpl.py).
+* `opengan`: a feature-level GAN whose generated features replace forget
+  samples' features inside Bad Teaching's and SCRUB's losses
+  (augmentation/opengan.py); it adds no samples and ignores `augment_num`.
 
 `extra_forget` returns the extra samples that the pipeline appends to the
 forget split and, flagged is_forget=1, to the mixed split; evaluation keeps
-the un-augmented forget set.
+the un-augmented forget set. Every method that reads the forget split sees
+them: NegGrad(+) ascends on them, Bad Teaching and SCRUB treat them as forget
+samples, and SalUn (and RL) both rank weight saliency on the augmented forget
+set and give its samples random labels (the original's SalUn ignored the
+augmentation).
+
+`feature_hook` trains (or reloads) the OpenGAN and returns the hook that
+methods taking `FEATURE_AUGMENT` use.
 """
 
 import os
@@ -14,11 +24,15 @@ import jax
 import ml_collections
 import numpy as np
 
+from mu_jax import representations
 from mu_jax.augmentation import arpl
+from mu_jax.augmentation import opengan
 from mu_jax.augmentation import simple
 
 # The names of --data_augment that add samples to the forget set.
 SAMPLE_AUGMENTS = ('simple', 'arpl')
+# The names that work inside the losses of methods with FEATURE_AUGMENT.
+FEATURE_AUGMENTS = ('opengan',)
 
 
 def augmentation_config() -> ml_collections.ConfigDict:
@@ -26,15 +40,22 @@ def augmentation_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.simple = simple.simple_config()
   config.arpl = arpl.arpl_config()
+  config.opengan = opengan.opengan_config()
   return config
 
 
 def shrink(config: ml_collections.ConfigDict):
-  """The smoke variant: one short ARPL epoch with small batches."""
+  """The smoke variant: one short ARPL epoch, a tiny OpenGAN."""
   config.arpl.epochs = 1
   config.arpl.batch_size = 32
   config.arpl.width = 8
   config.arpl.feature_dim = 32
+  config.opengan.epochs = 5
+  config.opengan.nz = 16
+  config.opengan.hidden_g = (32, 32)
+  config.opengan.hidden_d = (32, 16)
+  config.opengan.num_candidates = 8
+  config.opengan.log_every = 5
 
 
 def extra_forget(config: ml_collections.ConfigDict, dataset,
@@ -74,3 +95,41 @@ def extra_forget(config: ml_collections.ConfigDict, dataset,
                                  dataset.train_images.shape[1:],
                                  dataset.num_classes, rng, n)
   return images, labels, {'augment': 'arpl', 'augment_num': n, **info}
+
+
+def feature_hook(config: ml_collections.ConfigDict, dataset, original,
+                 forget_images: np.ndarray, split_digest: str,
+                 split_name: str):
+  """Trains or reloads the OpenGAN of this forget set; returns its hook.
+
+  Args:
+    config: the experiment config (augmentation.opengan, model, train,
+      init_from, seed, checkpoint_dir, eval.batch_size).
+    dataset: the `data.Dataset` (normalisation, fingerprint, name).
+    original: the original model's TrainState; its penultimate features of
+      the forget set are the GAN's real data.
+    forget_images: uint8 [N, H, W, C], the un-augmented forget set.
+    split_digest: the split's digest (the GAN depends on the forget set).
+    split_name: the split's name, for the checkpoint folder.
+
+  Returns:
+    (opengan.FeatureHook, info) with info = {'seconds', 'reused',
+    'checkpoint', 'history'}.
+  """
+  gan_config = config.augmentation.opengan
+  features = representations.features(
+      original, forget_images, mean=dataset.mean, std=dataset.std,
+      batch_size=config.eval.batch_size)
+  # The features come from the original model, so its whole recipe (or the
+  # folder it was loaded from) is part of the GAN's.
+  recipe = {'dataset_fingerprint': dataset.fingerprint(),
+            'split': split_digest, 'model': config.model.to_dict(),
+            'train': config.train.to_dict(), 'init_from': config.init_from,
+            'opengan': gan_config.to_dict(), 'seed': config.seed}
+  directory = os.path.join(
+      config.checkpoint_dir,
+      f'{dataset.name}_{config.model.name}_{split_name}_opengan'
+      f'_s{config.seed}')
+  params, info = opengan.train_or_restore(gan_config, features, config.seed,
+                                          directory, recipe)
+  return opengan.make_hook(gan_config, params, features.shape[1]), info

@@ -18,6 +18,12 @@ Variants (`config.variant`):
 `loss_weight` > 0 adds the original project's self-supervised term
 (`mu_jax.self_supervised`, `supervised_mode` simple or original) to the loss:
 loss = KL + loss_weight * term.
+
+`--data_augment opengan` (`ctx.feature_augment`, SEED.md 6.4): each forget
+sample's competent-teacher feature is replaced by the most similar generated
+feature g, and the incompetent teacher's classifier head on g is a second
+bad target: loss = (KL(target) + KL(target2)) / 2, with target2 the usual
+target except softmax(head_u(g) / T) for forget samples.
 """
 
 import math
@@ -32,6 +38,8 @@ from mu_jax.methods import base
 
 # Takes `loss_weight` (the pipeline checks this before pretraining SimCLR).
 SELF_SUPERVISED = True
+# Uses `ctx.feature_augment` (--data_augment opengan).
+FEATURE_AUGMENT = True
 _VARIANTS = ('canonical', 'capstone')
 
 
@@ -56,6 +64,10 @@ def get_config() -> ml_collections.ConfigDict:
   return config
 
 
+# fold_in stream of the OpenGAN noise, apart from the self-supervised term's.
+_HOOK_STREAM = 7
+
+
 def _ceil(x: float) -> int:
   # Forgives float noise: 0.07 * 100 is 7.000000000000001, which means 7
   # steps, not 8.
@@ -69,10 +81,14 @@ def _copy(params, model_state):
 
 
 def _teacher_logits(state, teacher, images):
-  """A frozen teacher in eval mode (BatchNorm running statistics)."""
-  (logits, _), _ = state.apply(teacher['params'], images, train=False,
-                               model_state=teacher['model_state'])
-  return jax.lax.stop_gradient(logits)
+  """A frozen teacher in eval mode (BatchNorm running statistics).
+
+  Returns:
+    (logits, penultimate features), both without gradient.
+  """
+  outputs, _ = state.apply(teacher['params'], images, train=False,
+                           model_state=teacher['model_state'])
+  return jax.lax.stop_gradient(outputs)
 
 
 def _steps_per_epoch(config: ml_collections.ConfigDict,
@@ -100,6 +116,7 @@ def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
                      'be in (0, 1] (--config.method.retain_fraction)')
 
   term = self_supervised.make_term(config, ctx)  # None if loss_weight is 0.
+  hook = ctx.feature_augment  # None unless --data_augment opengan.
 
   def prepare(rng, state):
     params, model_state = ctx.init_variables(rng)  # Fresh arrays, no alias.
@@ -108,11 +125,33 @@ def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
         'incompetent': {'params': params, 'model_state': model_state}}
     if term is not None:
       method_state['ssl'] = term.init()
+    if hook is not None:
+      method_state['opengan'] = hook.init()
     return state, method_state
 
-  def step(state, method_state, images, is_forget, rng):
-    competent = _teacher_logits(state, method_state['competent'], images)
-    incompetent = _teacher_logits(state, method_state['incompetent'], images)
+  def generated_targets(method_state, competent_features, incompetent,
+                        num_forget, rng):
+    """The incompetent head on generated substitutes of forget features.
+
+    Rows past `num_forget` (retain samples of a canonical batch, which keep
+    the competent target) reuse `incompetent` instead of paying for K
+    generated candidates; None means every row may be a forget sample.
+    """
+    rows = competent_features[:num_forget]
+    generated = hook.logits(method_state['opengan'],
+                            method_state['incompetent']['params'], rows, rng)
+    return jnp.concatenate([generated, incompetent[len(rows):]])
+
+  def step(state, method_state, images, is_forget, rng, num_forget=None):
+    competent, competent_features = _teacher_logits(
+        state, method_state['competent'], images)
+    incompetent, _ = _teacher_logits(state, method_state['incompetent'],
+                                     images)
+    generated = None
+    if hook is not None:
+      generated = generated_targets(method_state, competent_features,
+                                    incompetent, num_forget,
+                                    jax.random.fold_in(rng, _HOOK_STREAM))
 
     def loss_fn(params):
       (logits, features), model_state = state.apply(params, images,
@@ -120,11 +159,15 @@ def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
       loss = losses.bad_teaching_kl(logits, competent, incompetent, is_forget,
                                     temperature)
       extra = {}
+      if generated is not None:
+        second = losses.bad_teaching_kl(logits, competent, generated,
+                                        is_forget, temperature)
+        loss, extra = 0.5 * (loss + second), {'generated_kl': second}
       if term is not None:
         ssl, model_state = term.loss(state, params, method_state['ssl'],
                                      images, features, is_forget, rng,
                                      model_state)
-        loss, extra = loss + config.loss_weight * ssl, {'ssl': ssl}
+        loss, extra = loss + config.loss_weight * ssl, {**extra, 'ssl': ssl}
       return loss, (logits, model_state, extra)
 
     (loss, (logits, model_state, extra)), grads = jax.value_and_grad(
@@ -148,7 +191,8 @@ def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
     is_forget = jnp.concatenate([jnp.ones(forget['label'].shape, jnp.float32),
                                  jnp.zeros(retain['label'].shape,
                                            jnp.float32)])
-    state, metrics = step(state, method_state, images, is_forget, rng)
+    state, metrics = step(state, method_state, images, is_forget, rng,
+                          num_forget=forget['label'].shape[0])
     return state, method_state, metrics
 
   def capstone_update(state, method_state, batches, rng):

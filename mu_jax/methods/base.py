@@ -72,6 +72,10 @@ class Context(NamedTuple):
       for image-space augmentation).
     simclr: `(apply_fn, variables, temperature)` of the pretrained SimCLR
       model when `loss_weight` > 0, else None (see mu_jax/self_supervised.py).
+    feature_augment: with `--data_augment opengan`, the trained feature
+      generator as an `augmentation.opengan.FeatureHook`, else None. Methods
+      that set `FEATURE_AUGMENT = True` (Bad Teaching, SCRUB) use it; the
+      pipeline refuses opengan for the others.
   """
   num_classes: int
   epochs: int
@@ -82,6 +86,7 @@ class Context(NamedTuple):
   mean: tuple[float, ...] = (0.0,)
   std: tuple[float, ...] = (1.0,)
   simclr: Any = None
+  feature_augment: Any = None
 
 
 def method_config(name: str, *, epochs: int, lr: float, batch_size: int = 128,

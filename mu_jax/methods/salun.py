@@ -46,12 +46,27 @@ PyTree = Any
 
 
 def get_config() -> ml_collections.ConfigDict:
-  """SalUn with RL's loop and step size (tuned for the embedded dataset).
+  """SalUn with RL's sequential loop, retuned for the embedded dataset.
 
-  The same defaults serve random and class-wise forgetting.
+  Five short epochs, each a forget pass (random labels) then 14 retain steps
+  (a fifth of a retain pass), with SGD at momentum 0.5 and lr 0.018 (weight
+  decay 5e-4, as SalUn). RL's default (one full epoch, momentum 0.9, lr
+  0.002) stalls at an Avg. Gap of 2.59 for random 10 % forgetting: its
+  retain pass restores forget and retain accuracy together (their sum stays
+  near 100 %), so unlearning trades one for the other. Alternating forgetting
+  and repair five times, with less momentum carrying the random-label
+  gradient into the retain steps, reaches 2.05 (seed 0; lr 0.014 to 0.02
+  give 2.05 to 2.27; seed 1: 2.13, against 4.01 with RL's settings) and 1.24
+  class-wise, in 105 steps, about 1.4x RL's 77, so the run time stays below
+  15 % of retraining's. See docs/RESULTS.md (issue 3). The same defaults
+  serve random and class-wise forgetting.
   """
   config = random_label.get_config()
   config.name = 'salun'
+  config.epochs = 5
+  config.retain_steps = 14  # Retain steps per epoch (a pass is 70).
+  config.optim.lr = 0.018
+  config.optim.momentum = 0.5
   config.mask_ratio = 0.5  # Fraction of weights that may move (SalUn: 0.5).
   return config
 

@@ -19,6 +19,13 @@ Variants (`config.variant`; SEED.md section 6.5):
 `loss_weight` > 0 adds the original project's self-supervised term
 (`mu_jax.self_supervised`) with weight `loss_weight` to every update (the
 max phase's samples are all forget samples, the min phase's all retain).
+
+`--data_augment opengan` (`ctx.feature_augment`, SEED.md 6.5): each forget
+sample's teacher feature is replaced by the most similar generated feature g,
+and the teacher's classifier head on g is a second teacher for that sample:
+its forget KL becomes (KL(teacher) + KL(head(g))) / 2, in the max phase and
+in capstone's forget rows. Retain terms are unchanged (the original added
+the same retain KL twice, which only rescales them).
 """
 
 import math
@@ -35,6 +42,10 @@ from mu_jax.methods import base
 
 # Takes `loss_weight` (the pipeline checks this before pretraining SimCLR).
 SELF_SUPERVISED = True
+# Uses `ctx.feature_augment` (--data_augment opengan).
+FEATURE_AUGMENT = True
+# fold_in stream of the OpenGAN noise, apart from the self-supervised term's.
+_HOOK_STREAM = 7
 _VARIANTS = ('canonical', 'capstone')
 
 
@@ -81,10 +92,14 @@ def _copy(params, model_state):
 
 
 def _teacher_logits(state, teacher, images):
-  """The frozen teacher in eval mode (BatchNorm running statistics)."""
-  (logits, _), _ = state.apply(teacher['params'], images, train=False,
-                               model_state=teacher['model_state'])
-  return jax.lax.stop_gradient(logits)
+  """The frozen teacher in eval mode (BatchNorm running statistics).
+
+  Returns:
+    (logits, penultimate features), both without gradient.
+  """
+  outputs, _ = state.apply(teacher['params'], images, train=False,
+                           model_state=teacher['model_state'])
+  return jax.lax.stop_gradient(outputs)
 
 
 def _lr_decay(plan, epochs: int, decay_epochs, rate: float) -> optax.Schedule:
@@ -114,6 +129,7 @@ def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
                      'positive (--config.method.temperature)')
 
   term = self_supervised.make_term(config, ctx)  # None if loss_weight is 0.
+  hook = ctx.feature_augment  # None unless --data_augment opengan.
 
   def add_term(loss, metrics, state, params, method_state, images, features,
                is_forget, rng, model_state):
@@ -139,26 +155,37 @@ def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
     method_state = {'teacher': _copy(state.params, state.model_state)}
     if term is not None:
       method_state['ssl'] = term.init()
+    if hook is not None:
+      method_state['opengan'] = hook.init()
     return state, method_state
 
   def distill_update(split, loss_of):
     """An update on `batches[split]` minimising `loss_of`.
 
-    `loss_of(logits, batch, teacher_logits) -> (loss, metrics)`; the
+    `loss_of(logits, batch, teacher_logits, generated_logits) -> (loss,
+    metrics)`; generated_logits are the teacher's head on OpenGAN features
+    (forget and mixed splits with --data_augment opengan), else None. The
     self-supervised term is added when `loss_weight` > 0.
     """
 
     def update(state, method_state, batches, rng):
       batch = batches[split]
       images = batch['image']
-      teacher = _teacher_logits(state, method_state['teacher'], images)
+      teacher, teacher_features = _teacher_logits(
+          state, method_state['teacher'], images)
+      generated = None
+      if hook is not None and split != 'retain':
+        generated = hook.logits(method_state['opengan'],
+                                method_state['teacher']['params'],
+                                teacher_features,
+                                jax.random.fold_in(rng, _HOOK_STREAM))
       is_forget = batch.get('is_forget', jnp.full(
           batch['label'].shape, float(split == 'forget'), jnp.float32))
 
       def loss_fn(params):
         (logits, features), model_state = state.apply(params, images,
                                                       train=True)
-        loss, metrics = loss_of(logits, batch, teacher)
+        loss, metrics = loss_of(logits, batch, teacher, generated)
         loss, metrics, model_state = add_term(
             loss, metrics, state, params, method_state, images, features,
             is_forget.astype(jnp.float32), rng, model_state)
@@ -170,25 +197,38 @@ def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
 
     return update
 
-  def max_loss(logits, batch, teacher):
+  def max_loss(logits, batch, teacher, generated):
     del batch
     kl = losses.distill_kl(logits, teacher, temperature)
-    return -kl, {'forget_kl': kl}
+    if generated is None:
+      return -kl, {'forget_kl': kl}
+    generated_kl = losses.distill_kl(logits, generated, temperature)
+    return -0.5 * (kl + generated_kl), {'forget_kl': kl,
+                                        'generated_kl': generated_kl}
 
-  def min_loss(logits, batch, teacher):
+  def min_loss(logits, batch, teacher, generated):
+    del generated  # Retain samples only.
     ce = losses.cross_entropy(logits, batch['label'])
     kl = losses.distill_kl(logits, teacher, temperature)
     loss = config.get('gamma', 1.0) * ce + config.get('alpha', 0.5) * kl
     return loss, {'loss': loss, 'ce': ce, 'retain_kl': kl}
 
-  def capstone_loss(logits, batch, teacher):
+  def capstone_loss(logits, batch, teacher, generated):
     is_forget = batch['is_forget'].astype(jnp.float32)
     loss = 0.5 * losses.signed_distill_kl(logits, teacher, is_forget,
                                           temperature)
     kl = losses.kl_per_example(logits, teacher, temperature)
-    return loss, {'loss': loss,
-                  'forget_kl': losses.weighted_mean(kl, is_forget),
-                  'retain_kl': losses.weighted_mean(kl, 1.0 - is_forget)}
+    metrics = {'forget_kl': losses.weighted_mean(kl, is_forget),
+               'retain_kl': losses.weighted_mean(kl, 1.0 - is_forget)}
+    if generated is not None:
+      # Second teacher: head(g) on forget rows, the teacher on retain rows,
+      # so the mean of the two signed KLs averages only the forget terms.
+      second = jnp.where(is_forget[:, None] > 0, generated, teacher)
+      loss = 0.5 * (loss + 0.5 * losses.signed_distill_kl(
+          logits, second, is_forget, temperature))
+      metrics['generated_kl'] = losses.weighted_mean(
+          losses.kl_per_example(logits, generated, temperature), is_forget)
+    return loss, {'loss': loss, **metrics}
 
   max_update = distill_update('forget', max_loss)
   min_update = distill_update('retain', min_loss)

@@ -1,10 +1,14 @@
 """Image classifiers by name; each returns `(logits, features)` from `__call__`.
 
 `features` are the penultimate activations (the input of the classifier head),
-used by MIA, t-SNE, OpenGAN and the self-supervised terms.
+used by MIA, t-SNE, OpenGAN and the self-supervised terms. `classifier_head`
+applies only the head to given features (OpenGAN's generated features).
 """
 
+import re
+
 import flax.linen as nn
+import jax
 import ml_collections
 
 from mu_jax.models import cnn
@@ -30,3 +34,41 @@ def create(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
         f'unknown model {config.name!r}; choose one of {", ".join(NAMES)} '
         '(--config.model.name=...)')
   return _FACTORIES[config.name](config, num_classes)
+
+
+def head_params(params) -> dict:
+  """The classifier head's parameters, `{'kernel', 'bias'}`.
+
+  Every model here ends in a top-level `nn.Dense` that maps the penultimate
+  features to logits. Its modules are defined inline (`nn.compact`), so Flax
+  names them in call order and the head is the top-level `Dense_k` with the
+  largest k. Naming the head explicitly instead would rename parameters and
+  orphan existing checkpoints.
+
+  Args:
+    params: a model's 'params' collection.
+
+  Raises:
+    ValueError: the parameters have no top-level Dense layer.
+  """
+  dense = [int(m.group(1)) for m in
+           (re.fullmatch(r'Dense_(\d+)', str(k)) for k in params) if m]
+  if not dense:
+    raise ValueError('the model has no top-level Dense classifier head; '
+                     'OpenGAN needs one (models in mu_jax/models/ have it)')
+  return params[f'Dense_{max(dense)}']
+
+
+def classifier_head(params, features: jax.Array) -> jax.Array:
+  """Logits of the model's classifier head alone on `features`.
+
+  Args:
+    params: the model's 'params' collection.
+    features: float [B, D], penultimate features (or generated ones).
+
+  Returns:
+    float [B, num_classes]; for a model's own features these are exactly the
+    logits its `__call__` returns.
+  """
+  head = head_params(params)
+  return features @ head['kernel'] + head['bias']

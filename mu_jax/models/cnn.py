@@ -7,6 +7,8 @@ has no mutable state.
 import flax.linen as nn
 import jax.numpy as jnp
 
+from mu_jax.models import pooling
+
 
 class CNN(nn.Module):
   """conv3x3(w)-pool, conv3x3(2w)-pool, dense(4w), dense(classes)."""
@@ -17,9 +19,11 @@ class CNN(nn.Module):
   def __call__(self, x: jnp.ndarray, train: bool = False):
     del train  # No dropout or BatchNorm.
     x = nn.relu(nn.Conv(self.width, (3, 3))(x))
-    x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    # = nn.max_pool(x, (2, 2), strides=(2, 2)), values and gradients, but
+    # ~1.7x faster train steps on CPU (mu_jax/models/pooling.py).
+    x = pooling.max_pool_2x2(x)
     x = nn.relu(nn.Conv(2 * self.width, (3, 3))(x))
-    x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = pooling.max_pool_2x2(x)
     x = x.reshape((x.shape[0], -1))
     features = nn.relu(nn.Dense(4 * self.width)(x))
     logits = nn.Dense(self.num_classes)(features)

@@ -36,7 +36,7 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-  """ResNet with `stage_sizes` BasicBlocks at `widths`; returns logits, features."""
+  """ResNet of `stage_sizes` BasicBlocks at `widths`; gives logits, features."""
   num_classes: int
   stage_sizes: Sequence[int]
   widths: Sequence[int]

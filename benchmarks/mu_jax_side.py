@@ -1,0 +1,206 @@
+"""mu_jax's side of the benchmark: train-step throughput and method run time.
+
+Everything goes through the public driver, so the numbers include what a user
+pays: host batching, the per-step metrics read-back and the checks of
+`train.run`, and for methods `pipeline.unlearn` (splits, prepare, compile).
+
+`method_workload` also describes each method's work (epochs, phases, steps,
+batch sizes, optimizer, loss hyperparameters) as plain Python values, so that
+the PyTorch reference repeats exactly the same work.
+"""
+
+import copy
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from configs import default
+from mu_jax import methods
+from mu_jax import models
+from mu_jax import optim
+from mu_jax import parallel
+from mu_jax import pipeline
+from mu_jax import report
+from mu_jax import state as state_lib
+from mu_jax import train
+from mu_jax.methods import base
+
+# Methods whose run time the benchmark measures on the default config: every
+# unlearning method (retrain is the training recipe, measured by the step).
+METHODS = ('finetune', 'neggrad', 'neggrad_plus', 'random_label', 'salun',
+           'bad_teaching', 'scrub')
+# Hyperparameters the PyTorch loops read from the method's config.
+_LOSS_FIELDS = ('alpha', 'gamma', 'temperature', 'mask_ratio', 'loop',
+                'retain_weight', 'variant', 'different_label')
+
+
+def device_summary() -> dict[str, Any]:
+  """Platform, device kind and count, e.g. for the table header."""
+  return report.device_info()
+
+
+def synthetic_data(n: int, shape: tuple[int, ...], num_classes: int,
+                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """Random uint8 images and int32 labels (speed does not depend on them)."""
+  rng = np.random.default_rng(seed)
+  images = rng.integers(0, 256, (n, *shape), np.uint8)
+  labels = rng.integers(0, num_classes, n).astype(np.int32)
+  return images, labels
+
+
+def recipe_optimizer() -> ml_collections.ConfigDict:
+  """The training recipe's SGD (configs/default.py) at a constant rate.
+
+  Constant so that the PyTorch reference's plain `torch.optim.SGD` does the
+  same arithmetic per step.
+  """
+  optim_config = copy.deepcopy(default.get_config().train.optim)
+  optim_config.schedule = 'constant'
+  return optim_config
+
+
+def step_throughput(model_name: str, batch_size: int,
+                    shape: tuple[int, ...], *, steps: int, warmup: int,
+                    num_classes: int = 10, width: int = 32,
+                    seed: int = 0) -> dict[str, Any]:
+  """Times supervised train steps of `model_name` through `train.run`.
+
+  Args:
+    model_name: a `mu_jax.models` name (cnn, resnet8, resnet20, resnet18).
+    batch_size: global batch, split over all devices of the mesh.
+    shape: image shape [H, W, C].
+    steps: timed steps (after `warmup` untimed ones).
+    warmup: steps left out of the statistics.
+    num_classes: classifier outputs.
+    width: the CNN's width.
+    seed: seeds data and initialisation.
+
+  Returns:
+    {'img_per_s' (median step), 'step_seconds' (all timed steps),
+    'compile_seconds', 'devices'}.
+  """
+  mesh = parallel.make_mesh()
+  model = models.create(ml_collections.ConfigDict(
+      {'name': model_name, 'width': width, 'max_pool': False}), num_classes)
+  tx = optim.make_optimizer(recipe_optimizer(), warmup + steps, 1)
+  state = state_lib.create(model, tx, shape, jax.random.key(seed))
+  images, labels = synthetic_data((warmup + steps + 1) * batch_size, shape,
+                                  num_classes, seed)
+  method = base.single_phase(base.supervised_update('retain'), ('retain',),
+                             warmup + steps + 1)
+  marks = []
+
+  def mark(step, state, method_state):
+    # The driver waits for the step before calling: a mark per finished step.
+    del step, state, method_state
+    marks.append(time.perf_counter())
+
+  channels = shape[-1]
+  result = train.run(
+      method, state, {'retain': train.split_data(images, labels)}, epochs=1,
+      batch_size={'retain': batch_size}, seed=seed,
+      prep=train.Preprocessing((127.5,) * channels, (64.0,) * channels),
+      mesh=mesh, desc=f'step {model_name}', on_step_end=mark)
+  seconds = np.diff(marks)[warmup:]
+  return {'img_per_s': float(batch_size / np.median(seconds)),
+          'step_seconds': [float(s) for s in seconds],
+          'compile_seconds': float(result.compile_seconds),
+          'devices': int(mesh.devices.size)}
+
+
+def default_config(method: str,
+                   variant: str | None = None) -> ml_collections.ConfigDict:
+  """configs/default.py (or its `variant`) with `method`'s own defaults."""
+  config = default.get_config(variant)
+  config.method = methods.get_config(method)
+  if variant == 'smoke':
+    default.shrink_method(config.method)
+    config.method.forget_batch_size = 0
+    config.method.retain_batch_size = 0
+  return config
+
+
+class Experiment:
+  """The default experiment's data and split, loaded once for all methods."""
+
+  def __init__(self, variant: str | None = None):
+    self.variant = variant
+    config = default_config('finetune', variant)
+    self.dataset, self.mesh = pipeline.setup(config)
+    self.split = pipeline.make_split(config, self.dataset)
+
+  def exp(self, method: str) -> pipeline.Experiment:
+    config = default_config(method, self.variant)
+    pipeline.normalize_config(config)
+    return pipeline.Experiment(config, self.dataset, self.mesh)
+
+  def original(self, exp: pipeline.Experiment):
+    """A random-init 'original' model: the work per step is the same."""
+    tx = optim.make_optimizer(exp.config.train.optim, 1, 1)
+    return exp.new_state(tx, jax.random.key(exp.config.seed))
+
+
+def method_workload(bench: Experiment, method: str) -> dict[str, Any]:
+  """What `pipeline.unlearn` will run for `method`, as plain values.
+
+  Returns:
+    {'method', 'epochs', 'plan' (per epoch, [(phase, steps)]), 'phases'
+    (phase -> splits), 'batch_size' (split -> size), 'optim' (name, lr,
+    momentum, weight_decay, schedule), 'hparams' (loss settings),
+    'model' (name, width), 'num_classes', 'split' (forget / retain indices)}.
+  """
+  exp = bench.exp(method)
+  config = exp.config.method
+  size = config.batch_size
+  # The batch sizes pipeline._unlearn gives the driver.
+  batch_size = {'forget': config.get('forget_batch_size', 0) or size,
+                'retain': config.get('retain_batch_size', 0) or size,
+                'mixed': size}
+  batch_size['forget'] = pipeline.fit_forget_batch(
+      batch_size['forget'], len(bench.split.forget), bench.mesh.devices.size)
+  n = {'forget': len(bench.split.forget), 'retain': len(bench.split.retain),
+       'mixed': len(bench.dataset.train_labels)}
+  data = {s: {'label': np.zeros(n[s], np.int32)} for s in n}
+  ctx = exp.context(data, batch_size, config.epochs)
+  made = methods.get(config.name).make(config, ctx)
+  return {
+      'method': method,
+      'epochs': int(config.epochs),
+      'plan': [[(p, int(k)) for p, k in made.plan(e)]
+               for e in range(config.epochs)],
+      'phases': {name: list(phase.splits)
+                 for name, phase in made.phases.items()},
+      'batch_size': batch_size,
+      'optim': {k: config.optim.get(k) for k in
+                ('name', 'lr', 'momentum', 'weight_decay', 'schedule')},
+      'hparams': {k: config.get(k) for k in _LOSS_FIELDS if k in config},
+      'model': {'name': exp.config.model.name,
+                'width': exp.config.model.width},
+      'num_classes': bench.dataset.num_classes,
+      'eval_batch_size': exp.config.eval.batch_size,
+      'split': {'forget': np.asarray(bench.split.forget),
+                'retain': np.asarray(bench.split.retain)},
+  }
+
+
+def method_run(bench: Experiment, method: str) -> dict[str, Any]:
+  """Runs `method` once through `pipeline.unlearn` and times it.
+
+  Returns:
+    {'wall_seconds' (the whole call: data, prepare, compile, steps),
+    'rte_seconds' (the driver's run time, compile excluded, as reports
+    give it), 'compile_seconds', 'steps'}.
+  """
+  exp = bench.exp(method)
+  original = bench.original(exp)
+  jax.block_until_ready(original)
+  start = time.perf_counter()
+  state, info, _ = pipeline.unlearn(exp, original, bench.split)
+  jax.block_until_ready(state)
+  wall = time.perf_counter() - start
+  return {'wall_seconds': wall, 'rte_seconds': float(info['seconds']),
+          'compile_seconds': float(info['compile_seconds']),
+          'steps': int(state.step)}
