@@ -6,11 +6,14 @@ renames it when complete, and `CheckpointManager` lists only completed steps, so
 a run killed mid-write leaves nothing that can be loaded by mistake.
 """
 
+import json
 import os
-from typing import Any
+import time
+from typing import Any, Callable
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 
 PyTree = Any
 
@@ -84,3 +87,51 @@ class Checkpointer:
 
   def close(self):
     self._manager.close()
+
+
+def train_or_reuse(directory: str, recipe: dict, what: str,
+                   template: Callable[[], PyTree],
+                   train: Callable[[], tuple[PyTree, list]],
+                   step: int) -> tuple[PyTree, dict]:
+  """Reuses a finished run saved in `directory`, or trains and saves one.
+
+  For the small auxiliary models (the augmentation generators) that train in
+  one go, without per-epoch resume. A checkpoint made with another `recipe`
+  is refused rather than silently reused.
+
+  Args:
+    directory: the checkpoint folder.
+    recipe: what the weights depend on (JSON types after a round trip).
+    what: names the model in messages, e.g. 'an OpenGAN'.
+    template: returns a pytree of the weights' structure, for restoring.
+    train: trains from scratch; returns (weights, per-epoch history).
+    step: the step number to save under (e.g. the epoch count).
+
+  Returns:
+    (weights, info) with info = {'seconds' (training time, that of the run
+    that trained it when reused), 'reused', 'checkpoint', 'history'}.
+  """
+  recipe = json.loads(json.dumps(recipe))  # Tuples become lists, as in JSON.
+  checkpointer = Checkpointer(directory)
+  try:
+    meta = checkpointer.latest_meta()
+    if meta is not None and meta.get('recipe') != recipe:
+      raise CheckpointError(
+          f'{directory} holds {what} trained with another recipe, split or '
+          'original model; delete it or set --config.checkpoint_dir')
+    if meta is not None and meta.get('done'):
+      weights, _, meta = checkpointer.restore(template())
+      logging.info('reusing %s in %s', what, directory)
+      return weights, {'seconds': meta['run_seconds'], 'reused': True,
+                       'checkpoint': directory, 'history': meta['history']}
+    start = time.perf_counter()
+    weights, history = train()
+    jax.block_until_ready(weights)
+    seconds = time.perf_counter() - start
+    checkpointer.save(step, weights, (), {
+        'recipe': recipe, 'done': True, 'run_seconds': seconds,
+        'history': history})
+  finally:
+    checkpointer.close()
+  return weights, {'seconds': seconds, 'reused': False,
+                   'checkpoint': directory, 'history': history}

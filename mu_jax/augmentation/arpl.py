@@ -15,9 +15,6 @@ Images are fed to the ARPL networks on the [0, 1] scale, as in the original.
 """
 
 import functools
-import json
-import os
-import time
 from typing import Any, NamedTuple
 
 import jax
@@ -226,31 +223,12 @@ def train_or_restore(config, images, labels, num_classes: int, seed: int,
   Returns:
     (params, info) with info = {'seconds', 'reused', 'checkpoint', 'history'}.
   """
-  recipe = json.loads(json.dumps(recipe))
-  checkpointer = checkpoint_lib.Checkpointer(directory)
-  try:
-    meta = checkpointer.latest_meta()
-    if meta is not None and meta.get('recipe') != recipe:
-      raise checkpoint_lib.CheckpointError(
-          f'{directory} holds an ARPL model trained with another recipe; '
-          'delete it or set --config.checkpoint_dir')
-    if meta is not None and meta.get('done'):
-      template = init_params(config, images.shape[1:], num_classes,
-                             jax.random.key(seed))
-      params, _, meta = checkpointer.restore(template)
-      logging.info('reusing the ARPL generator in %s', directory)
-      return params, {'seconds': meta['run_seconds'], 'reused': True,
-                      'checkpoint': directory, 'history': meta['history']}
-    start = time.perf_counter()
-    params, history = train(config, images, labels, num_classes, seed)
-    seconds = time.perf_counter() - start
-    checkpointer.save(config.epochs, params, (), {
-        'recipe': recipe, 'done': True, 'run_seconds': seconds,
-        'history': history})
-  finally:
-    checkpointer.close()
-  return params, {'seconds': seconds, 'reused': False,
-                  'checkpoint': directory, 'history': history}
+  return checkpoint_lib.train_or_reuse(
+      directory, recipe, 'an ARPL generator',
+      template=lambda: init_params(config, images.shape[1:], num_classes,
+                                   jax.random.key(seed)),
+      train=lambda: train(config, images, labels, num_classes, seed),
+      step=int(config.epochs))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 3))

@@ -24,8 +24,6 @@ and passes a hook in `Context.feature_augment`; a method puts `hook.init()`
 into its method state and calls `hook.logits(...)` inside its update.
 """
 
-import json
-import time
 from typing import Any, NamedTuple
 
 import jax
@@ -187,31 +185,11 @@ def train_or_restore(config, features: np.ndarray, seed: int, directory: str,
     (params, info) with info = {'seconds', 'reused', 'checkpoint',
     'history'}; 'seconds' is the training time (of the run that trained it).
   """
-  recipe = json.loads(json.dumps(recipe))  # Tuples become lists, as in JSON.
-  checkpointer = checkpoint_lib.Checkpointer(directory)
-  try:
-    meta = checkpointer.latest_meta()
-    if meta is not None and meta.get('recipe') != recipe:
-      raise checkpoint_lib.CheckpointError(
-          f'{directory} holds an OpenGAN trained with another recipe, split '
-          'or original model; delete it or set --config.checkpoint_dir')
-    if meta is not None and meta.get('done'):
-      template = init_params(config, features.shape[1], jax.random.key(seed))
-      params, _, meta = checkpointer.restore(template)
-      logging.info('reusing the OpenGAN generator in %s', directory)
-      return params, {'seconds': meta['run_seconds'], 'reused': True,
-                      'checkpoint': directory, 'history': meta['history']}
-    start = time.perf_counter()
-    params, history = train(config, features, seed)
-    jax.block_until_ready(params)
-    seconds = time.perf_counter() - start
-    checkpointer.save(int(config.epochs), params, (), {
-        'recipe': recipe, 'done': True, 'run_seconds': seconds,
-        'history': history})
-  finally:
-    checkpointer.close()
-  return params, {'seconds': seconds, 'reused': False,
-                  'checkpoint': directory, 'history': history}
+  return checkpoint_lib.train_or_reuse(
+      directory, recipe, 'an OpenGAN generator',
+      template=lambda: init_params(config, features.shape[1],
+                                   jax.random.key(seed)),
+      train=lambda: train(config, features, seed), step=int(config.epochs))
 
 
 def most_similar(real: jax.Array, candidates: jax.Array) -> jax.Array:
