@@ -107,3 +107,30 @@ def shrink_method(method: ml_collections.ConfigDict):
   """The smoke variant of a method section: one short epoch, small batches."""
   method.epochs = 1
   method.batch_size = 32
+
+
+def parse_variants(arg: str | None, known: tuple[str, ...]) -> list[str]:
+  """The comma-separated variants in `arg`, each checked against `known`."""
+  variants = [v for v in (arg or '').split(',') if v]
+  for variant in variants:
+    if variant not in known:
+      raise ValueError(f'unknown config variant {variant!r}; known: '
+                       f'{", ".join(known)}')
+  return variants
+
+
+def use_capstone_recipe(method: ml_collections.ConfigDict):
+  """The original project's `mu_main.py` defaults for its distillation runs.
+
+  Two epochs at batch 256 with SGD (lr 0.005, momentum 0.9, weight decay
+  5e-4) and temperature 1 (SEED.md), for Bad Teaching's and SCRUB's
+  `capstone` variants.
+  """
+  method.variant = 'capstone'
+  method.epochs = 2
+  method.batch_size = 256
+  method.optim.name = 'sgd'
+  method.optim.lr = 0.005
+  method.optim.momentum = 0.9
+  method.optim.weight_decay = 5e-4
+  method.temperature = 1.0

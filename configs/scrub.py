@@ -22,22 +22,11 @@ _VARIANTS = ('smoke', 'capstone', 'class_wise')
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Returns the SCRUB config; `arg` names variants, comma-separated."""
-  variants = [v for v in (arg or '').split(',') if v]
-  for variant in variants:
-    if variant not in _VARIANTS:
-      raise ValueError(f'unknown config variant {variant!r}; known: '
-                       f'{", ".join(_VARIANTS)}')
+  variants = default.parse_variants(arg, _VARIANTS)
   config = default.get_config('smoke' if 'smoke' in variants else None)
   config.method = scrub.get_config()
   if 'capstone' in variants:
-    config.method.variant = 'capstone'
-    config.method.epochs = 2
-    config.method.batch_size = 256
-    config.method.optim.name = 'sgd'
-    config.method.optim.lr = 0.005
-    config.method.optim.momentum = 0.9
-    config.method.optim.weight_decay = 5e-4
-    config.method.temperature = 1.0
+    default.use_capstone_recipe(config.method)
   if 'class_wise' in variants:
     config.split.mode = 'class_wise'
     config.method.msteps = 2

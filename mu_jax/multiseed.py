@@ -30,7 +30,6 @@ import numpy as np
 import tqdm
 from absl import logging
 
-from mu_jax import augment
 from mu_jax import checkpoint as checkpoint_lib
 from mu_jax import pipeline
 from mu_jax import train
@@ -52,19 +51,11 @@ def _seed_step(phase, prep: train.Preprocessing):
   The step rng is derived inside, `fold_in(loop_rng, step)`, as the driver
   does on the host, so that one compiled call serves all seeds.
   """
+  driver_step = train.phase_step(phase, prep)
 
   def step(state, method_state, raw_batches, loop_rng, global_step):
-    rng = jax.random.fold_in(loop_rng, global_step)
-    aug_rng, update_rng = jax.random.split(rng)
-    batches = {}
-    for i, (split, raw) in enumerate(sorted(raw_batches.items())):
-      split_rng = jax.random.fold_in(aug_rng, i) if phase.augment else None
-      image = augment.preprocess(
-          raw['image'], split_rng, mean=prep.mean, std=prep.std,
-          crop_padding=prep.crop_padding if phase.augment else 0,
-          flip=prep.flip and phase.augment)
-      batches[split] = {**raw, 'image': image}
-    return phase.update(state, method_state, batches, update_rng)
+    return driver_step(state, method_state, raw_batches,
+                       jax.random.fold_in(loop_rng, global_step))
 
   return step
 

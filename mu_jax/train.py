@@ -98,8 +98,14 @@ class BatchStream:
     return self._perm[k * self.batch_size:(k + 1) * self.batch_size]
 
 
-def _compiled_step(phase: base.Phase, prep: Preprocessing, mesh, example):
-  """Jits `phase.update` with preprocessing in front, for the mesh."""
+def phase_step(phase: base.Phase, prep: Preprocessing):
+  """`phase.update` with preprocessing in front: the function the driver jits.
+
+  Returns:
+    step(state, method_state, raw_batches, rng) -> phase.update's result;
+    raw batches hold uint8 images, normalised (and, if `phase.augment`,
+    cropped and flipped) inside the step.
+  """
 
   def step(state, method_state, raw_batches, rng):
     aug_rng, update_rng = jax.random.split(rng)
@@ -113,6 +119,12 @@ def _compiled_step(phase: base.Phase, prep: Preprocessing, mesh, example):
       batches[split] = {**raw, 'image': image}
     return phase.update(state, method_state, batches, update_rng)
 
+  return step
+
+
+def _compiled_step(phase: base.Phase, prep: Preprocessing, mesh, example):
+  """Jits `phase_step` for the mesh."""
+  step = phase_step(phase, prep)
   replicated = parallel.replicated(mesh)
   jitted = jax.jit(step, donate_argnums=(0,),
                    out_shardings=(replicated, replicated, replicated))

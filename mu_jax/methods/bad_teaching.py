@@ -26,7 +26,6 @@ bad target: loss = (KL(target) + KL(target2)) / 2, with target2 the usual
 target except softmax(head_u(g) / T) for forget samples.
 """
 
-import math
 
 import jax
 import jax.numpy as jnp
@@ -68,35 +67,12 @@ def get_config() -> ml_collections.ConfigDict:
 _HOOK_STREAM = 7
 
 
-def _ceil(x: float) -> int:
-  # Forgives float noise: 0.07 * 100 is 7.000000000000001, which means 7
-  # steps, not 8.
-  return math.ceil(x - 1e-6)
-
-
-def _copy(params, model_state):
-  # A real copy: the driver donates `state`, which would invalidate an alias.
-  return {'params': jax.tree.map(jnp.copy, params),
-          'model_state': jax.tree.map(jnp.copy, model_state)}
-
-
-def _teacher_logits(state, teacher, images):
-  """A frozen teacher in eval mode (BatchNorm running statistics).
-
-  Returns:
-    (logits, penultimate features), both without gradient.
-  """
-  outputs, _ = state.apply(teacher['params'], images, train=False,
-                           model_state=teacher['model_state'])
-  return jax.lax.stop_gradient(outputs)
-
-
 def _steps_per_epoch(config: ml_collections.ConfigDict,
                     ctx: base.Context) -> int:
   """Updates per epoch: one pass over forget, or over the retain fraction."""
   if config.get('variant', 'canonical') == 'capstone':
     return ctx.steps_per_epoch['mixed']
-  retain_steps = _ceil(config.retain_fraction * ctx.steps_per_epoch['retain'])
+  retain_steps = base.ceil_steps(config.retain_fraction * ctx.steps_per_epoch['retain'])
   return max(1, ctx.steps_per_epoch['forget'], retain_steps)
 
 
@@ -121,7 +97,7 @@ def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
   def prepare(rng, state):
     params, model_state = ctx.init_variables(rng)  # Fresh arrays, no alias.
     method_state = {
-        'competent': _copy(state.params, state.model_state),
+        'competent': base.frozen_copy(state.params, state.model_state),
         'incompetent': {'params': params, 'model_state': model_state}}
     if term is not None:
       method_state['ssl'] = term.init()
@@ -143,9 +119,9 @@ def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
     return jnp.concatenate([generated, incompetent[len(rows):]])
 
   def step(state, method_state, images, is_forget, rng, num_forget=None):
-    competent, competent_features = _teacher_logits(
+    competent, competent_features = base.teacher_outputs(
         state, method_state['competent'], images)
-    incompetent, _ = _teacher_logits(state, method_state['incompetent'],
+    incompetent, _ = base.teacher_outputs(state, method_state['incompetent'],
                                      images)
     generated = None
     if hook is not None:

@@ -9,7 +9,10 @@ never call `jax.jit`, read flags or do I/O.
 
 from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 
+import math
+
 import jax
+import jax.numpy as jnp
 import ml_collections
 
 from mu_jax import losses
@@ -157,3 +160,39 @@ def supervised_update(split: str) -> UpdateFn:
             {'loss': loss, 'accuracy': accuracy})
 
   return update
+
+
+# Helpers of the distillation methods (Bad Teaching, SCRUB).
+
+
+def ceil_steps(x: float) -> int:
+  """ceil(x) for a step count computed as a fraction of an epoch.
+
+  Forgives float noise: 0.07 * 100 is 7.000000000000001, which means 7
+  steps, not 8.
+  """
+  return math.ceil(x - 1e-6)
+
+
+def frozen_copy(params: PyTree, model_state: PyTree) -> dict[str, PyTree]:
+  """A teacher: {'params', 'model_state'} as real copies of the arrays.
+
+  A copy, not an alias: the driver donates `state`, which would invalidate
+  arrays shared with it.
+  """
+  return {'params': jax.tree.map(jnp.copy, params),
+          'model_state': jax.tree.map(jnp.copy, model_state)}
+
+
+def teacher_outputs(state, teacher: dict[str, PyTree], images: jax.Array):
+  """A frozen teacher (`frozen_copy`) in eval mode, without gradient.
+
+  Eval mode uses BatchNorm running statistics, so a teacher's outputs do
+  not depend on the batch.
+
+  Returns:
+    (logits, penultimate features).
+  """
+  outputs, _ = state.apply(teacher['params'], images, train=False,
+                           model_state=teacher['model_state'])
+  return jax.lax.stop_gradient(outputs)

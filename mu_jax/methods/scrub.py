@@ -28,7 +28,6 @@ in capstone's forget rows. Retain terms are unchanged (the original added
 the same retain KL twice, which only rescales them).
 """
 
-import math
 
 import jax
 import jax.numpy as jnp
@@ -77,29 +76,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.forget_batch_size = 0  # = batch_size.
   config.retain_batch_size = 128
   return config
-
-
-def _ceil(x: float) -> int:
-  # Forgives float noise: 0.07 * 100 is 7.000000000000001, which means 7
-  # steps, not 8.
-  return math.ceil(x - 1e-6)
-
-
-def _copy(params, model_state):
-  # A real copy: the driver donates `state`, which would invalidate an alias.
-  return {'params': jax.tree.map(jnp.copy, params),
-          'model_state': jax.tree.map(jnp.copy, model_state)}
-
-
-def _teacher_logits(state, teacher, images):
-  """The frozen teacher in eval mode (BatchNorm running statistics).
-
-  Returns:
-    (logits, penultimate features), both without gradient.
-  """
-  outputs, _ = state.apply(teacher['params'], images, train=False,
-                           model_state=teacher['model_state'])
-  return jax.lax.stop_gradient(outputs)
 
 
 def _lr_decay(plan, epochs: int, decay_epochs, rate: float) -> optax.Schedule:
@@ -152,7 +128,7 @@ def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
           state.tx, optax.scale_by_schedule(_lr_decay(
               plan, ctx.epochs, decay_epochs,
               config.get('lr_decay_rate', 0.1)))))
-    method_state = {'teacher': _copy(state.params, state.model_state)}
+    method_state = {'teacher': base.frozen_copy(state.params, state.model_state)}
     if term is not None:
       method_state['ssl'] = term.init()
     if hook is not None:
@@ -171,7 +147,7 @@ def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
     def update(state, method_state, batches, rng):
       batch = batches[split]
       images = batch['image']
-      teacher, teacher_features = _teacher_logits(
+      teacher, teacher_features = base.teacher_outputs(
           state, method_state['teacher'], images)
       generated = None
       if hook is not None and split != 'retain':
@@ -245,7 +221,7 @@ def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
     raise ValueError(f'scrub retain_fraction is {fraction}; it must be '
                      'positive (--config.method.retain_fraction)')
   max_steps = max(1, ctx.steps_per_epoch['forget'])
-  min_steps = max(1, _ceil(fraction * ctx.steps_per_epoch['retain']))
+  min_steps = max(1, base.ceil_steps(fraction * ctx.steps_per_epoch['retain']))
 
   def plan(epoch):
     return ([('max', max_steps)] if epoch < msteps else []) + [
