@@ -85,6 +85,17 @@ def _apply_shortcuts(config):
   return config
 
 
+def _cpu_convolutions(choice: str, model_name: str) -> str:
+  """config.mesh.cpu_convolutions, with 'auto' resolved for the model."""
+  from mu_jax import parallel  # pylint: disable=g-import-not-at-top
+  if choice == 'auto':
+    return parallel.cpu_convolutions_for(model_name)
+  if choice not in parallel.CPU_CONVOLUTION_FLAGS:
+    raise ValueError(f'--config.mesh.cpu_convolutions={choice!r}: choose '
+                     f"auto, {', '.join(sorted(parallel.CPU_CONVOLUTION_FLAGS))}")
+  return choice
+
+
 class _DropLibraryInfo:
   """Keeps warnings only from chatty libraries.
 
@@ -104,14 +115,17 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   # Imported here so that --help stays fast.
   from mu_jax import parallel  # pylint: disable=g-import-not-at-top
-  # Before any JAX computation: two host devices on a multi-core CPU (both
-  # cores busy; JAX_NUM_CPU_DEVICES=1 restores one) and the persistent
-  # compilation cache (docs/PERFORMANCE.md).
-  parallel.configure_host()
   from mu_jax import pipeline  # pylint: disable=g-import-not-at-top
   from mu_jax import errors  # pylint: disable=g-import-not-at-top
   try:
     config = _apply_shortcuts(_CONFIG.value)
+    # Before any JAX computation: two host devices on a multi-core CPU (both
+    # cores busy; JAX_NUM_CPU_DEVICES=1 restores one), the model's faster CPU
+    # convolution kernels and the persistent compilation cache
+    # (docs/PERFORMANCE.md).
+    parallel.configure_host(
+        cpu_convolutions=_cpu_convolutions(config.mesh.cpu_convolutions,
+                                           config.model.name))
     if 'suite' in config:  # configs/suite*.py: every method, many seeds.
       from mu_jax import suite  # pylint: disable=g-import-not-at-top
       result = suite.run(config, _WORKDIR.value)

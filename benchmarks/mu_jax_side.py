@@ -16,6 +16,7 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+import optax
 
 from configs import default
 from mu_jax import methods
@@ -35,6 +36,20 @@ METHODS = ('finetune', 'neggrad', 'neggrad_plus', 'random_label', 'salun',
 # Hyperparameters the PyTorch loops read from the method's config.
 _LOSS_FIELDS = ('alpha', 'gamma', 'temperature', 'mask_ratio', 'loop',
                 'retain_weight', 'variant', 'different_label')
+
+
+# Dense bfloat16 peak FLOP/s per chip, from the vendors' data sheets (no
+# sparsity), matched in order against `jax.Device.device_kind`. Used only to
+# report a bfloat16 step as a fraction of peak.
+PEAK_BF16_FLOPS = (('H100 PCIe', 756e12), ('H100', 989e12), ('H200', 989e12),
+                   ('A100', 312e12), ('TPU v4', 275e12), ('TPU v5 lite', 197e12),
+                   ('TPU v5e', 197e12), ('TPU v5p', 459e12), ('TPU v6', 918e12))
+
+
+def peak_bf16_flops(device_kind: str) -> float | None:
+  """A chip's dense bfloat16 peak FLOP/s, or None if unknown (CPUs)."""
+  return next((peak for name, peak in PEAK_BF16_FLOPS
+               if name.lower() in device_kind.lower()), None)
 
 
 def device_summary() -> dict[str, Any]:
@@ -62,9 +77,41 @@ def recipe_optimizer() -> ml_collections.ConfigDict:
   return optim_config
 
 
+def _model(model_name: str, num_classes: int, width: int, dtype: str):
+  return models.create(ml_collections.ConfigDict(
+      {'name': model_name, 'width': width, 'max_pool': False,
+       'dtype': dtype}), num_classes)
+
+
+def step_flops(model_name: str, batch_size: int, shape: tuple[int, ...], *,
+               num_classes: int = 10, width: int = 32,
+               dtype: str = 'float32') -> float:
+  """FLOPs of one train step's forward and backward pass (XLA's count).
+
+  From XLA's cost analysis of the compiled loss gradient on one device; the
+  optimizer's element-wise update is left out (under 0.1 % for these models).
+  """
+  model = _model(model_name, num_classes, width, dtype)
+  x = jax.ShapeDtypeStruct((batch_size, *shape), np.float32)
+  y = jax.ShapeDtypeStruct((batch_size,), np.int32)
+  variables = jax.eval_shape(model.init, jax.random.key(0),
+                             jax.ShapeDtypeStruct((1, *shape), np.float32))
+
+  def loss(variables, x, y):
+    logits, _ = model.apply(variables, x, train=True,
+                            mutable=['batch_stats'])[0]
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+  cost = jax.jit(jax.grad(loss)).lower(variables, x, y).compile(
+      ).cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost['flops'])
+
+
 def step_throughput(model_name: str, batch_size: int,
                     shape: tuple[int, ...], *, steps: int, warmup: int,
                     num_classes: int = 10, width: int = 32,
+                    dtype: str = 'float32',
                     seed: int = 0) -> dict[str, Any]:
   """Times supervised train steps of `model_name` through `train.run`.
 
@@ -76,6 +123,7 @@ def step_throughput(model_name: str, batch_size: int,
     warmup: steps left out of the statistics.
     num_classes: classifier outputs.
     width: the CNN's width.
+    dtype: 'float32', or 'bfloat16' for mixed precision (config.model.dtype).
     seed: seeds data and initialisation.
 
   Returns:
@@ -83,8 +131,7 @@ def step_throughput(model_name: str, batch_size: int,
     'compile_seconds', 'devices'}.
   """
   mesh = parallel.make_mesh()
-  model = models.create(ml_collections.ConfigDict(
-      {'name': model_name, 'width': width, 'max_pool': False}), num_classes)
+  model = _model(model_name, num_classes, width, dtype)
   tx = optim.make_optimizer(recipe_optimizer(), warmup + steps, 1)
   state = state_lib.create(model, tx, shape, jax.random.key(seed))
   images, labels = synthetic_data((warmup + steps + 1) * batch_size, shape,

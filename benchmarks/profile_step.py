@@ -1,7 +1,8 @@
 """Where a train step of the CNN spends its time: XLA ops from a JAX trace.
 
   python -m benchmarks.profile_step                 # mu_jax's CNN
-  python -m benchmarks.profile_step --pool=flax     # with nn.max_pool
+  python -m benchmarks.profile_step --pool=flax     # flax's Conv, max_pool
+  python -m benchmarks.profile_step --cpu_convolutions=ynnpack  # XLA default
 
 Traces `--trace_steps` jitted SGD steps with `jax.profiler` (a Perfetto
 trace) and prints the XLA operations that took the most time, each with the HLO
@@ -9,6 +10,9 @@ instruction it computes (from the compiled module's metadata), plus the
 median step time measured apart from the trace. docs/PERFORMANCE.md quotes
 its output. The step is the bare compiled update, without the driver, so
 comparing its img/s with `benchmarks.run`'s shows the driver's overhead.
+The trace has no events for XLA's Eigen convolutions (the default here, as in
+main.py for the cnn), so their time is the part of the median step that the
+traced operations do not cover; the last line reports it.
 """
 
 import collections
@@ -30,16 +34,21 @@ import optax
 from mu_jax import parallel
 from mu_jax.models import cnn
 
-_POOL = flags.DEFINE_enum('pool', 'mu_jax', ['mu_jax', 'flax'],
-                          "mu_jax's max-pool or flax's nn.max_pool.")
+_POOL = flags.DEFINE_enum(
+    'pool', 'mu_jax', ['mu_jax', 'flax'],
+    "mu_jax's CNN, or the same network built from flax's nn.Conv and "
+    'nn.max_pool (the model before the CPU optimisations).')
 # Names apart from benchmarks.run's flags, so that both modules import together.
 _BATCH = flags.DEFINE_integer('batch', 128, 'Batch size.')
 _STEPS = flags.DEFINE_integer('trace_steps', 20, 'Traced (and timed) steps.')
 _TOP = flags.DEFINE_integer('top', 10, 'Operations to list.')
+_CPU_CONVOLUTIONS = flags.DEFINE_enum(
+    'cpu_convolutions', 'eigen', ['eigen', 'ynnpack'],
+    "XLA's CPU convolution kernels (mu_jax's default for the cnn: eigen).")
 
 
 class FlaxPoolCNN(nn.Module):
-  """mu_jax's CNN with flax's max-pool, the pre-optimisation model."""
+  """mu_jax's CNN from flax's nn.Conv and nn.max_pool, as it was first."""
   num_classes: int = 10
   width: int = 32
 
@@ -86,7 +95,9 @@ def _op_names(hlo_text: str) -> dict[str, str]:
 
 def main(argv):
   del argv
-  parallel.configure_host(1, cache_dir='')  # One device: a plain op list.
+  # One device: a plain op list.
+  parallel.configure_host(1, cache_dir='',
+                          cpu_convolutions=_CPU_CONVOLUTIONS.value)
   model = (cnn.CNN(num_classes=10) if _POOL.value == 'mu_jax'
            else FlaxPoolCNN())
   rng = np.random.default_rng(0)
@@ -141,6 +152,9 @@ def main(argv):
     what = names.get(name, '').replace('jit(step)/', '')
     print(f'{100 * micros / total:5.1f}%  {micros / _STEPS.value / 1e3:7.2f} '
           f'ms  {name:<28} {what}')
+  untraced = 1e3 * np.median(times) - total / _STEPS.value / 1e3
+  print(f'untraced: {max(untraced, 0):.1f} ms/step (Eigen convolutions, '
+        'waits between operations)')
 
 
 if __name__ == '__main__':

@@ -28,6 +28,10 @@ from absl import flags
 _MODEL = flags.DEFINE_string('model', 'cnn', 'mu_jax model name.')
 _BATCH = flags.DEFINE_integer('batch_size', 128, 'Train-step batch size.')
 _SHAPE = flags.DEFINE_string('shape', '28,28,1', 'Image shape H,W,C.')
+_DTYPE = flags.DEFINE_enum(
+    'dtype', 'float32', ['float32', 'bfloat16'],
+    "mu_jax's train-step computation dtype (config.model.dtype); bfloat16 is "
+    'mixed precision, for GPUs and TPUs. PyTorch stays float32.')
 _STEPS = flags.DEFINE_integer('steps', 30, 'Timed train steps per repeat.')
 _WARMUP = flags.DEFINE_integer('warmup', 5, 'Untimed steps per repeat.')
 _METHODS = flags.DEFINE_list(
@@ -39,6 +43,10 @@ _VARIANT = flags.DEFINE_string(
     'for a quick check).')
 _CPU_DEVICES = flags.DEFINE_integer(
     'cpu_devices', -1, 'Host (CPU) devices for mu_jax; -1: mu_jax default.')
+_CPU_CONVOLUTIONS = flags.DEFINE_enum(
+    'cpu_convolutions', 'auto', ['auto', 'eigen', 'ynnpack'],
+    "XLA's CPU convolution kernels (configs/default.py: mesh."
+    "cpu_convolutions); auto: the faster for --model.")
 _CACHE_DIR = flags.DEFINE_string(
     'cache_dir', '', "JAX's persistent compilation cache; '' = a fresh "
     'temporary folder, so the first repeat compiles cold and later ones '
@@ -81,7 +89,11 @@ def run(out_path: str) -> dict:
   from mu_jax import parallel  # pylint: disable=g-import-not-at-top
   # Before any JAX computation: host devices and the compilation cache.
   cache_dir = _CACHE_DIR.value or tempfile.mkdtemp(prefix='mu_jax_bench_')
-  parallel.configure_host(_CPU_DEVICES.value, cache_dir=cache_dir)
+  cpu_convolutions = (parallel.cpu_convolutions_for(_MODEL.value)
+                      if _CPU_CONVOLUTIONS.value == 'auto'
+                      else _CPU_CONVOLUTIONS.value)
+  parallel.configure_host(_CPU_DEVICES.value, cache_dir=cache_dir,
+                          cpu_convolutions=cpu_convolutions)
   from benchmarks import mu_jax_side  # pylint: disable=g-import-not-at-top
   torch_ref = _torch()
   if torch_ref is not None:
@@ -91,20 +103,24 @@ def run(out_path: str) -> dict:
   payload = {
       'device': mu_jax_side.device_summary(),
       'cpu_count': os.cpu_count(),
+      'cpu_convolutions': cpu_convolutions,
       'loadavg_start': load,
       'torch': torch_ref is not None and torch_ref.torch.__version__,
       'flags': {f: flags.FLAGS[f].value for f in (
-          'model', 'batch_size', 'shape', 'steps', 'warmup', 'methods',
+          'model', 'batch_size', 'shape', 'dtype', 'steps', 'warmup',
+          'methods',
           'repeats', 'variant', 'cpu_devices', 'cache_dir',
           'torch_threads', 'channels_last')},
-      'step': {'jax': [], 'torch': []},
+      'step': {'jax': [], 'torch': [],
+               'flops_per_step': mu_jax_side.step_flops(
+                   _MODEL.value, _BATCH.value, shape, dtype=_DTYPE.value)},
       'methods': {},
   }
 
   def jax_step():
     payload['step']['jax'].append(mu_jax_side.step_throughput(
         _MODEL.value, _BATCH.value, shape, steps=_STEPS.value,
-        warmup=_WARMUP.value))
+        warmup=_WARMUP.value, dtype=_DTYPE.value))
 
   def torch_step():
     optim_spec = dict(mu_jax_side.recipe_optimizer())
@@ -148,12 +164,24 @@ def run(out_path: str) -> dict:
 
 def summarize(payload: dict) -> dict:
   """Medians over repeats and the mu_jax / PyTorch ratios."""
+  from benchmarks import mu_jax_side  # pylint: disable=g-import-not-at-top
   step = payload['step']
   jax_ips = _median([r['img_per_s'] for r in step['jax']])
   torch_ips = _median([r['img_per_s'] for r in step['torch']])
+  # Achieved FLOP/s from XLA's count of the step's FLOPs; as a fraction of
+  # the chips' bfloat16 peak for a bfloat16 step on a known accelerator.
+  flops = step.get('flops_per_step')
+  achieved = flops and jax_ips and flops * jax_ips / payload['flags'][
+      'batch_size']
+  device = payload['device']
+  peak = (payload['flags'].get('dtype') == 'bfloat16' and
+          mu_jax_side.peak_bf16_flops(device['kind']))
   summary = {'step': {
       'jax_img_per_s': jax_ips, 'torch_img_per_s': torch_ips,
       'ratio': _ratio(jax_ips, torch_ips),
+      'flops_per_step': flops, 'jax_flops_per_s': achieved,
+      'fraction_of_peak': (achieved / (peak * device['count'])
+                           if achieved and peak else None),
       # The first repeat compiles cold; later ones may hit the cache.
       'jax_compile_seconds': [r['compile_seconds'] for r in step['jax']]},
              'methods': {}}
@@ -177,6 +205,16 @@ def summarize(payload: dict) -> dict:
   return summary
 
 
+def _flops_note(step: dict) -> str:
+  if not step.get('jax_flops_per_s'):
+    return ''
+  note = (f", {step['flops_per_step'] / 1e9:.3g} GFLOP/step, "
+          f"{step['jax_flops_per_s'] / 1e12:.3g} TFLOP/s")
+  if step.get('fraction_of_peak'):
+    note += f" = {100 * step['fraction_of_peak']:.1f}% of bf16 peak"
+  return note
+
+
 def format_table(payload: dict) -> str:
   """The summary as a plain-text table, device and load in the header."""
   device, summary = payload['device'], payload['summary']
@@ -185,13 +223,15 @@ def format_table(payload: dict) -> str:
                        summary['step']['jax_compile_seconds'])
   lines = [
       f"device: {device['platform']} {device['kind']} x{device['count']} "
-      f"({payload['cpu_count']} cores), torch {payload['torch'] or 'absent'},"
+      f"({payload['cpu_count']} cores, "
+      f"{payload.get('cpu_convolutions', 'ynnpack')} CPU convolutions), "
+      f"torch {payload['torch'] or 'absent'},"
       f" load {payload['loadavg_start'][0]:.2f} -> "
       f"{payload['loadavg_end'][0]:.2f}",
       f"train step: {flag['model']} batch {flag['batch_size']} shape "
-      f"{flag['shape']}",
+      f"{flag['shape']} {flag.get('dtype', 'float32')}",
       f"  mu_jax  {_fmt(summary['step']['jax_img_per_s'], '.0f'):>8} img/s"
-      f'  (compile {compiles} s)',
+      f'  (compile {compiles} s)' + _flops_note(summary['step']),
       f"  PyTorch {_fmt(summary['step']['torch_img_per_s'], '.0f'):>8} img/s",
       f"  ratio mu_jax/PyTorch {_fmt(summary['step']['ratio'], '.2f')}",
   ]

@@ -41,6 +41,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.name = 'cnn'  # cnn | resnet8 | resnet20 | resnet18
   config.model.width = 32  # cnn only.
   config.model.max_pool = False  # ResNets: the max-pool the original kept.
+  # float32 | bfloat16: mixed precision (bfloat16 activations and matrix
+  # products, float32 parameters and optimizer state); for GPUs and TPUs.
+  config.model.dtype = 'float32'
 
   # The recipe of the original model and of retrain (the gold standard).
   config.train = ml_collections.ConfigDict()
@@ -79,6 +82,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.mesh = ml_collections.ConfigDict()
   config.mesh.num_devices = 0  # 0 = all visible devices.
+  # The kernels XLA's CPU backend runs convolutions with, set by main.py
+  # before JAX starts: 'auto' (the faster for the model: Eigen for the cnn,
+  # YNNPACK for the ResNets; docs/PERFORMANCE.md), 'eigen' or 'ynnpack'.
+  # Only the speed and float rounding differ; GPUs and TPUs ignore it.
+  config.mesh.cpu_convolutions = 'auto'
 
   config.distributed = ml_collections.ConfigDict()
   config.distributed.enabled = False  # Calls jax.distributed.initialize.

@@ -232,9 +232,9 @@ def classifier_job(exp: Experiment, kind: str, images, labels,
   template = exp.new_state(tx, jax.random.key(config.seed))
   recipe = json.loads(json.dumps({  # Tuples become lists, as in JSON.
       'dataset_fingerprint': exp.dataset.fingerprint(),
-      'split': split_tag[1], 'model': config.model.to_dict(),
+      'split': split_tag[1], 'model': models.recipe(config.model),
       'train': config.train.to_dict(), 'seed': config.seed}))
-  name = (f'{exp.dataset.name}_{config.model.name}_{split_tag[0]}'
+  name = (f'{exp.dataset.name}_{models.tag(config.model)}_{split_tag[0]}'
           f'_s{config.seed}')
   method = retrain.make(
       ml_collections.ConfigDict({'augment': config.train.augment}),
@@ -284,9 +284,9 @@ def _pretrain_simclr(exp: Experiment):
   template = state_lib.create(model, tx, exp.image_shape,
                               jax.random.key(config.seed))
   recipe = {'dataset_fingerprint': dataset.fingerprint(),
-            'model': config.model.to_dict(), 'ssl': ssl.to_dict(),
+            'model': models.recipe(config.model), 'ssl': ssl.to_dict(),
             'seed': config.seed}
-  name = f'{dataset.name}_{config.model.name}_simclr_s{config.seed}'
+  name = f'{dataset.name}_{models.tag(config.model)}_simclr_s{config.seed}'
   data = {'retain': train.split_data(dataset.train_images,
                                      dataset.train_labels)}
   method_fn = lambda ctx: self_supervised.simclr_method(

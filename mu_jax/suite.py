@@ -36,6 +36,7 @@ from absl import logging
 
 from mu_jax import evaluate
 from mu_jax import methods
+from mu_jax import models
 from mu_jax import multiseed
 from mu_jax import parallel
 from mu_jax import pipeline
@@ -217,7 +218,7 @@ def _cell_key(config: ml_collections.ConfigDict, split: splits_lib.Split,
   suite = config.suite
   payload = {
       'dataset': fingerprint, 'data': _to_json(config.data),
-      'model': _to_json(config.model), 'train': _to_json(config.train),
+      'model': models.recipe(config.model), 'train': _to_json(config.train),
       'init_from': config.init_from, 'eval': _to_json(config.eval),
       'seed': config.seed, 'split': split.digest(),
       'analysis': [suite.curve_samples, suite.cka_samples,

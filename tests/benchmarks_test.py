@@ -56,5 +56,46 @@ class BenchmarkTest(absltest.TestCase):
       self.assertIsNone(step['ratio'])
 
 
+def _taps(size: int) -> int:
+  """Kernel taps inside the image, summed over a 3x3 'SAME' output grid."""
+  return (3 * size - 2) ** 2
+
+
+class FlopsTest(absltest.TestCase):
+
+  def test_cnn_step_flops_by_hand(self):
+    from benchmarks import mu_jax_side  # pylint: disable=g-import-not-at-top
+    b = 128
+    conv0 = 2 * b * _taps(28) * 1 * 32  # Multiply-adds x 2, padding skipped.
+    conv1 = 2 * b * _taps(14) * 32 * 64
+    dense0, dense1 = 2 * b * 3136 * 128, 2 * b * 128 * 10
+    # Forward; kernel gradients of all four layers; input gradients of all
+    # but the first (its input is the data).
+    by_hand = 2 * conv0 + 3 * conv1 + 3 * dense0 + 3 * dense1
+    flops = mu_jax_side.step_flops('cnn', b, (28, 28, 1))
+    # XLA also counts the element-wise work (ReLU, pooling, bias, softmax).
+    self.assertBetween(flops, by_hand, 1.05 * by_hand)
+
+  def test_fraction_of_peak_only_for_bfloat16_on_known_chips(self):
+    from benchmarks import mu_jax_side  # pylint: disable=g-import-not-at-top
+    from benchmarks import run  # pylint: disable=g-import-not-at-top
+    self.assertEqual(mu_jax_side.peak_bf16_flops('NVIDIA H100 PCIe'), 756e12)
+    self.assertEqual(mu_jax_side.peak_bf16_flops('NVIDIA H200'), 989e12)
+    self.assertIsNone(mu_jax_side.peak_bf16_flops('cpu'))
+    payload = {
+        'device': {'platform': 'gpu', 'kind': 'NVIDIA H100 80GB HBM3',
+                   'count': 2},
+        'flags': {'batch_size': 512, 'dtype': 'bfloat16'},
+        'step': {'jax': [{'img_per_s': 1000.0, 'compile_seconds': 1.0}],
+                 'torch': [], 'flops_per_step': 512e9},
+        'methods': {}}
+    step = run.summarize(payload)['step']
+    # 1e9 FLOP per image x 1000 img/s = 1e12 FLOP/s, on two 989e12 chips.
+    self.assertAlmostEqual(step['jax_flops_per_s'], 1e12)
+    self.assertAlmostEqual(step['fraction_of_peak'], 1e12 / (2 * 989e12))
+    payload['flags']['dtype'] = 'float32'
+    self.assertIsNone(run.summarize(payload)['step']['fraction_of_peak'])
+
+
 if __name__ == '__main__':
   absltest.main()

@@ -107,6 +107,7 @@ class MainTest(absltest.TestCase):
         'at least 1': ['--forget_num', '0'],
         'retain': ['--forget_num', '512'],
         'unknown model': ['--config.model.name=vgg'],
+        'choose auto': ['--config.mesh.cpu_convolutions=mkl'],
         'larger than the': ['--batch_size', '4096'],
         'diverged': ['--lr', '1e30'],
     }

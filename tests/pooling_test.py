@@ -8,6 +8,7 @@ from absl.testing import absltest
 from absl.testing import parameterized
 
 from mu_jax.models import cnn
+from mu_jax.models import conv
 from mu_jax.models import pooling
 
 
@@ -41,12 +42,12 @@ class MaxPoolTest(parameterized.TestCase):
 
 
 class _FlaxPoolCNN(nn.Module):
-  """models.cnn.CNN as it was, with flax's max-pool (same parameter names)."""
+  """models.cnn.CNN with flax's max-pool instead (same parameter names)."""
 
   @nn.compact
   def __call__(self, x):
-    x = nn.max_pool(nn.relu(nn.Conv(4, (3, 3))(x)), (2, 2), strides=(2, 2))
-    x = nn.max_pool(nn.relu(nn.Conv(8, (3, 3))(x)), (2, 2), strides=(2, 2))
+    x = nn.max_pool(nn.relu(conv.Conv(4, (3, 3))(x)), (2, 2), strides=(2, 2))
+    x = nn.max_pool(nn.relu(conv.Conv(8, (3, 3))(x)), (2, 2), strides=(2, 2))
     x = nn.relu(nn.Dense(16)(x.reshape((x.shape[0], -1))))
     return nn.Dense(3)(x), x
 

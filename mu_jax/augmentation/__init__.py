@@ -24,6 +24,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from mu_jax import models
 from mu_jax import representations
 from mu_jax.augmentation import arpl
 from mu_jax.augmentation import opengan
@@ -123,12 +124,12 @@ def feature_hook(config: ml_collections.ConfigDict, dataset, original,
   # The features come from the original model, so its whole recipe (or the
   # folder it was loaded from) is part of the GAN's.
   recipe = {'dataset_fingerprint': dataset.fingerprint(),
-            'split': split_digest, 'model': config.model.to_dict(),
+            'split': split_digest, 'model': models.recipe(config.model),
             'train': config.train.to_dict(), 'init_from': config.init_from,
             'opengan': gan_config.to_dict(), 'seed': config.seed}
   directory = os.path.join(
       config.checkpoint_dir,
-      f'{dataset.name}_{config.model.name}_{split_name}_opengan'
+      f'{dataset.name}_{models.tag(config.model)}_{split_name}_opengan'
       f'_s{config.seed}')
   params, info = opengan.train_or_restore(gan_config, features, config.seed,
                                           directory, recipe)
