@@ -1,15 +1,15 @@
 """The CNN's convolutions one by one: XLA's CPU kernels against PyTorch's.
 
-  python -m benchmarks.conv_kernels                             # Eigen
+  python -m benchmarks.conv_kernels                             # Eigen (auto)
   python -m benchmarks.conv_kernels --cpu_convolutions=ynnpack  # XLA default
 
 Times each convolution a train step of the default CNN runs (batch
-`--batch`, 28x28x1 images, width 32): both layers' forward pass, the second
-layer's input gradient (the first layer's is never needed) and both kernel
-gradients, each as its own jitted function on one XLA device, median of
-`--repeats` calls; then the same five with PyTorch (channels_last, `--threads`
-threads, `torch.nn.grad` for the gradients, which run the kernels autograd
-runs). A step's gap to PyTorch that these five account for is a bound of
+`--kernel_batch`, 28x28x1 images, width 32): both layers' forward pass, the
+second layer's input gradient (the first layer's is never needed) and both
+kernel gradients, each as its own jitted function on one XLA device, median
+of `--kernel_repeats` calls; then the same five with PyTorch (channels_last,
+`--kernel_torch_threads` threads, `torch.nn.grad` for the gradients, which
+run the kernels autograd runs). A step's gap to PyTorch that these five account for is a bound of
 XLA's CPU convolution kernels, not of mu_jax's code around them
 (docs/PERFORMANCE.md). XLA's kernel choice is fixed when JAX starts, so each
 choice needs its own run.
@@ -21,12 +21,13 @@ from absl import app
 from absl import flags
 import numpy as np
 
-_BATCH = flags.DEFINE_integer('batch', 128, 'Images per convolution.')
-_REPEATS = flags.DEFINE_integer('repeats', 30, 'Timed calls per kernel.')
-_THREADS = flags.DEFINE_integer('threads', 2, 'PyTorch threads.')
-_CPU_CONVOLUTIONS = flags.DEFINE_enum(
-    'cpu_convolutions', 'eigen', ['eigen', 'ynnpack'],
-    "XLA's CPU convolution kernels (main.py's default for the cnn: eigen).")
+from benchmarks import host
+
+# Names apart from the other scripts' flags, so that they import together.
+_BATCH = flags.DEFINE_integer('kernel_batch', 128, 'Images per convolution.')
+_REPEATS = flags.DEFINE_integer('kernel_repeats', 30,
+                                'Timed calls per kernel.')
+_THREADS = flags.DEFINE_integer('kernel_torch_threads', 2, 'PyTorch threads.')
 
 # (name, input height/width, input channels, output channels): the CNN.
 _LAYERS = (('Conv_0', 28, 1, 32), ('Conv_1', 14, 32, 64))
@@ -104,16 +105,14 @@ def _gflop(name: str, batch: int) -> float:
 
 def main(argv):
   del argv
-  from mu_jax import parallel  # pylint: disable=g-import-not-at-top
-  parallel.configure_host(1, cache_dir='',
-                          cpu_convolutions=_CPU_CONVOLUTIONS.value)
+  choice = host.configure('cnn', 1, cache_dir='')
   batch, repeats = _BATCH.value, _REPEATS.value
   ours = _jax_times(batch, repeats)
   try:
     theirs = _torch_times(batch, repeats, _THREADS.value)
   except ImportError:
     theirs = {}
-  print(f'batch {batch}; XLA {_CPU_CONVOLUTIONS.value} kernels, one device; '
+  print(f'batch {batch}; XLA {choice} kernels, one device; '
         f'PyTorch channels_last, {_THREADS.value} threads; median ms')
   print(f"{'convolution':<24} {'GFLOP':>6} {'XLA ms':>8} {'GFLOP/s':>8} "
         f"{'torch ms':>9} {'GFLOP/s':>8} {'XLA/torch':>9}")

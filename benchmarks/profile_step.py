@@ -31,20 +31,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mu_jax import parallel
+from benchmarks import host
 from mu_jax.models import cnn
 
 _POOL = flags.DEFINE_enum(
     'pool', 'mu_jax', ['mu_jax', 'flax'],
     "mu_jax's CNN, or the same network built from flax's nn.Conv and "
     'nn.max_pool (the model before the CPU optimisations).')
-# Names apart from benchmarks.run's flags, so that both modules import together.
+# Names apart from the other scripts' flags, so that they import together.
 _BATCH = flags.DEFINE_integer('batch', 128, 'Batch size.')
 _STEPS = flags.DEFINE_integer('trace_steps', 20, 'Traced (and timed) steps.')
 _TOP = flags.DEFINE_integer('top', 10, 'Operations to list.')
-_CPU_CONVOLUTIONS = flags.DEFINE_enum(
-    'cpu_convolutions', 'eigen', ['eigen', 'ynnpack'],
-    "XLA's CPU convolution kernels (mu_jax's default for the cnn: eigen).")
 
 
 class FlaxPoolCNN(nn.Module):
@@ -95,9 +92,7 @@ def _op_names(hlo_text: str) -> dict[str, str]:
 
 def main(argv):
   del argv
-  # One device: a plain op list.
-  parallel.configure_host(1, cache_dir='',
-                          cpu_convolutions=_CPU_CONVOLUTIONS.value)
+  host.configure('cnn', 1, cache_dir='')  # One device: a plain op list.
   model = (cnn.CNN(num_classes=10) if _POOL.value == 'mu_jax'
            else FlaxPoolCNN())
   rng = np.random.default_rng(0)

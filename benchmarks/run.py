@@ -25,6 +25,8 @@ import time
 from absl import app
 from absl import flags
 
+from benchmarks import host
+
 _MODEL = flags.DEFINE_string('model', 'cnn', 'mu_jax model name.')
 _BATCH = flags.DEFINE_integer('batch_size', 128, 'Train-step batch size.')
 _SHAPE = flags.DEFINE_string('shape', '28,28,1', 'Image shape H,W,C.')
@@ -43,10 +45,6 @@ _VARIANT = flags.DEFINE_string(
     'for a quick check).')
 _CPU_DEVICES = flags.DEFINE_integer(
     'cpu_devices', -1, 'Host (CPU) devices for mu_jax; -1: mu_jax default.')
-_CPU_CONVOLUTIONS = flags.DEFINE_enum(
-    'cpu_convolutions', 'auto', ['auto', 'eigen', 'ynnpack'],
-    "XLA's CPU convolution kernels (configs/default.py: mesh."
-    "cpu_convolutions); auto: the faster for --model.")
 _CACHE_DIR = flags.DEFINE_string(
     'cache_dir', '', "JAX's persistent compilation cache; '' = a fresh "
     'temporary folder, so the first repeat compiles cold and later ones '
@@ -86,14 +84,11 @@ def _fmt(value, spec='.3g'):
 
 def run(out_path: str) -> dict:
   """Runs the benchmark with the flags' settings; returns the JSON payload."""
-  from mu_jax import parallel  # pylint: disable=g-import-not-at-top
-  # Before any JAX computation: host devices and the compilation cache.
+  # Before any JAX computation: host devices, convolution kernels and the
+  # compilation cache.
   cache_dir = _CACHE_DIR.value or tempfile.mkdtemp(prefix='mu_jax_bench_')
-  cpu_convolutions = (parallel.cpu_convolutions_for(_MODEL.value)
-                      if _CPU_CONVOLUTIONS.value == 'auto'
-                      else _CPU_CONVOLUTIONS.value)
-  parallel.configure_host(_CPU_DEVICES.value, cache_dir=cache_dir,
-                          cpu_convolutions=cpu_convolutions)
+  cpu_convolutions = host.configure(_MODEL.value, _CPU_DEVICES.value,
+                                    cache_dir)
   from benchmarks import mu_jax_side  # pylint: disable=g-import-not-at-top
   torch_ref = _torch()
   if torch_ref is not None:

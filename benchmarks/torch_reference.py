@@ -1,4 +1,4 @@
-"""The PyTorch reference: the same CNN and unlearning loops, plain PyTorch.
+"""The PyTorch reference: the same models and unlearning loops, plain PyTorch.
 
 Written the way the reference repositories write them (SEED.md: SalUn's
 `unlearn/RL.py` and `generate_mask.py`, `meghdadk/SCRUB`'s `train_distill`,
@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-MODELS = ('cnn',)  # mu_jax models built here.
+MODELS = ('cnn', 'resnet8', 'resnet20', 'resnet18')  # As in mu_jax.models.
 
 
 def set_threads(num: int):
@@ -47,12 +47,62 @@ class CNN(nn.Module):
     return self.fc2(F.relu(self.fc1(torch.flatten(x, 1))))
 
 
+class BasicBlock(nn.Module):
+  """Two 3x3 convs with a residual; 1x1 projection when the shape changes."""
+
+  def __init__(self, c_in: int, c_out: int, stride: int):
+    super().__init__()
+    self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+    self.bn1 = nn.BatchNorm2d(c_out)
+    self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+    self.bn2 = nn.BatchNorm2d(c_out)
+    self.shortcut = nn.Sequential()
+    if stride != 1 or c_in != c_out:
+      self.shortcut = nn.Sequential(
+          nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+  def forward(self, x):
+    y = F.relu(self.bn1(self.conv1(x)))
+    return F.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+  """mu_jax's ResNets (models/resnet.py): 3x3 stem, BasicBlocks, mean pool."""
+
+  def __init__(self, num_classes: int, channels: int,
+               stage_sizes: tuple[int, ...], widths: tuple[int, ...]):
+    super().__init__()
+    self.stem = nn.Sequential(
+        nn.Conv2d(channels, widths[0], 3, 1, 1, bias=False),
+        nn.BatchNorm2d(widths[0]), nn.ReLU())
+    blocks, c_in = [], widths[0]
+    for stage, (size, width) in enumerate(zip(stage_sizes, widths)):
+      for block in range(size):
+        blocks.append(BasicBlock(c_in, width,
+                                 2 if stage > 0 and block == 0 else 1))
+        c_in = width
+    self.blocks = nn.Sequential(*blocks)
+    self.fc = nn.Linear(c_in, num_classes)
+
+  def forward(self, x):
+    return self.fc(self.blocks(self.stem(x)).mean(dim=(2, 3)))
+
+
+_RESNETS = {'resnet8': ((1, 1, 1), (16, 32, 64)),
+            'resnet20': ((3, 3, 3), (16, 32, 64)),
+            'resnet18': ((2, 2, 2, 2), (64, 128, 256, 512))}
+
+
 def make_model(name: str, num_classes: int, width: int,
                shape: tuple[int, ...], channels_last: bool) -> nn.Module:
-  """The reference model; only the CNN is built here."""
+  """The reference model of mu_jax's model `name` (`width`: the CNN's)."""
   if name not in MODELS:
-    raise ValueError(f'the PyTorch reference has no model {name!r} (cnn only)')
-  model = CNN(num_classes, width, shape)
+    raise ValueError(f'the PyTorch reference has no model {name!r} '
+                     f'({", ".join(MODELS)})')
+  if name == 'cnn':
+    model = CNN(num_classes, width, shape)
+  else:
+    model = ResNet(num_classes, shape[-1], *_RESNETS[name])
   if channels_last:
     model = model.to(memory_format=torch.channels_last)
   return model

@@ -56,6 +56,40 @@ class BenchmarkTest(absltest.TestCase):
       self.assertIsNone(step['ratio'])
 
 
+class ScriptsTest(absltest.TestCase):
+
+  def test_the_scripts_import_together(self):
+    # absl refuses a flag defined twice in one process.
+    proc = subprocess.run(
+        [sys.executable, '-c', 'import benchmarks.run, '
+         'benchmarks.profile_step, benchmarks.conv_kernels'],
+        cwd=_ROOT, capture_output=True, text=True, timeout=300)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+
+
+class TorchTwinsTest(absltest.TestCase):
+
+  @absltest.skipUnless(_HAS_TORCH, 'torch is an optional extra')
+  def test_every_model_has_a_twin_with_the_same_parameter_count(self):
+    import jax  # pylint: disable=g-import-not-at-top
+    import ml_collections  # pylint: disable=g-import-not-at-top
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    from benchmarks import torch_reference  # pylint: disable=g-import-not-at-top
+    from mu_jax import models  # pylint: disable=g-import-not-at-top
+    self.assertCountEqual(torch_reference.MODELS, models.NAMES)
+    for name in models.NAMES:
+      shape = (32, 32, 3) if name == 'resnet18' else (28, 28, 1)
+      twin = torch_reference.make_model(name, 10, 32, shape, True)
+      model = models.create(ml_collections.ConfigDict(
+          {'name': name, 'width': 32}), 10)
+      variables = jax.eval_shape(model.init, jax.random.key(0),
+                                 jax.ShapeDtypeStruct((1, *shape), 'float32'))
+      self.assertEqual(
+          sum(p.numel() for p in twin.parameters()),
+          sum(int(np.prod(p.shape))
+              for p in jax.tree.leaves(variables['params'])), name)
+
+
 def _taps(size: int) -> int:
   """Kernel taps inside the image, summed over a 3x3 'SAME' output grid."""
   return (3 * size - 2) ** 2
