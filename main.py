@@ -85,17 +85,6 @@ def _apply_shortcuts(config):
   return config
 
 
-def _cpu_convolutions(choice: str, model_name: str) -> str:
-  """config.mesh.cpu_convolutions, with 'auto' resolved for the model."""
-  from mu_jax import parallel  # pylint: disable=g-import-not-at-top
-  if choice == 'auto':
-    return parallel.cpu_convolutions_for(model_name)
-  if choice not in parallel.CPU_CONVOLUTION_FLAGS:
-    raise ValueError(f'--config.mesh.cpu_convolutions={choice!r}: choose '
-                     f"auto, {', '.join(sorted(parallel.CPU_CONVOLUTION_FLAGS))}")
-  return choice
-
-
 class _DropLibraryInfo:
   """Keeps warnings only from chatty libraries.
 
@@ -123,9 +112,8 @@ def main(argv):
     # cores busy; JAX_NUM_CPU_DEVICES=1 restores one), the model's faster CPU
     # convolution kernels and the persistent compilation cache
     # (docs/PERFORMANCE.md).
-    parallel.configure_host(
-        cpu_convolutions=_cpu_convolutions(config.mesh.cpu_convolutions,
-                                           config.model.name))
+    parallel.configure_host(cpu_convolutions=parallel.cpu_convolutions_for(
+        config.model.name, config.mesh.cpu_convolutions))
     if 'suite' in config:  # configs/suite*.py: every method, many seeds.
       from mu_jax import suite  # pylint: disable=g-import-not-at-top
       result = suite.run(config, _WORKDIR.value)

@@ -19,9 +19,7 @@ def configure(model_name: str, cpu_devices: int, cache_dir: str) -> str:
   Call before any JAX computation.
   """
   from mu_jax import parallel  # pylint: disable=g-import-not-at-top
-  choice = CPU_CONVOLUTIONS.value
-  if choice == 'auto':
-    choice = parallel.cpu_convolutions_for(model_name)
+  choice = parallel.cpu_convolutions_for(model_name, CPU_CONVOLUTIONS.value)
   parallel.configure_host(cpu_devices, cache_dir=cache_dir,
                           cpu_convolutions=choice)
   return choice

@@ -31,8 +31,17 @@ _YNN_FLAG = '--xla_cpu_experimental_ynn_fusion_type'
 CPU_CONVOLUTION_FLAGS = {'ynnpack': '', 'eigen': f'{_YNN_FLAG}=individual_dot'}
 
 
-def cpu_convolutions_for(model_name: str) -> str:
-  """The faster XLA CPU convolution library for a mu_jax model (measured)."""
+def cpu_convolutions_for(model_name: str, setting: str = 'auto') -> str:
+  """config.mesh.cpu_convolutions resolved for a model: 'eigen' or 'ynnpack'.
+
+  'auto' is the faster library for the mu_jax model (measured); 'eigen' and
+  'ynnpack' are kept as given.
+  """
+  if setting not in ('auto', *CPU_CONVOLUTION_FLAGS):
+    raise ValueError(f'--config.mesh.cpu_convolutions={setting!r}: choose '
+                     f"auto, {', '.join(sorted(CPU_CONVOLUTION_FLAGS))}")
+  if setting != 'auto':
+    return setting
   return 'eigen' if model_name == 'cnn' else 'ynnpack'
 
 
