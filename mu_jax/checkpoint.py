@@ -4,18 +4,46 @@ A training run saves `{'state', 'method_state'}` plus a JSON `meta` dict at the
 end of every epoch. Orbax writes each step into a temporary directory and
 renames it when complete, and `CheckpointManager` lists only completed steps, so
 a run killed mid-write leaves nothing that can be loaded by mistake.
+
+Integrity: each step also holds a JSON item `checksums` with the SHA-256 of
+every saved array (its dtype name, shape and little-endian C-order bytes),
+written inside the step, so Orbax renames it into place with the rest.
+`restore` recomputes them and raises `CheckpointError` on any mismatch. Steps
+saved before checksums existed restore unverified, with a warning.
+
+Concurrency: a `Checkpointer` holds an inter-process lock on its folder (the
+file `LOCK_NAME` inside it, via `filelock`) from construction until `close()`,
+so two runs on one folder take turns: the second waits (saying so once), then
+sees and reuses what the first finished. Within one process, Checkpointers on
+the same folder share the lock. On open, step folders that lack a readable
+`meta/` or a `state/` (left by a crash or by concurrent runs of older
+versions) are renamed to `<step>.incomplete-<time>` with a warning, so they
+never block the folder.
 """
 
+import contextlib
+import hashlib
 import json
 import os
+import sys
+import threading
 import time
 from typing import Any, Callable
 
+import filelock
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
 PyTree = Any
+
+LOCK_NAME = '.mu_jax.lock'  # Inside the checkpoint folder; removed by close().
+_CHECKSUMS = 'checksums'  # The Orbax item holding the per-array digests.
+
+# Lock files this process holds -> [FileLock, open Checkpointers using it].
+_held: dict[str, list] = {}
+_held_guard = threading.Lock()
 
 
 class CheckpointError(RuntimeError):
@@ -26,15 +54,172 @@ def _has_leaves(tree) -> bool:
   return bool(jax.tree.leaves(tree))
 
 
+def _lock_folder(directory: str) -> str | None:
+  """Takes the folder's inter-process lock; returns its path (None: no lock).
+
+  Re-entrant within a process. Blocks (after one warning) while another
+  process holds it; the OS drops a dead process's lock, so none goes stale.
+  """
+  path = os.path.join(directory, LOCK_NAME)
+  # The guard stays held while waiting: mu_jax opens Checkpointers from one
+  # thread, and this keeps two threads from racing for one folder.
+  with _held_guard:
+    if path in _held:
+      _held[path][1] += 1
+      return path
+    lock = filelock.FileLock(path, thread_local=False)
+    try:
+      try:
+        lock.acquire(blocking=False)
+      except filelock.Timeout:
+        logging.warning('waiting for another run that holds %s ...',
+                        directory)
+        lock.acquire()
+    except OSError as err:  # E.g. a read-only folder given to reuse.
+      logging.warning('cannot lock %s (%s); using it unlocked, so run '
+                      'nothing else on it meanwhile', directory,
+                      err.strerror or err)
+      return None
+    _held[path] = [lock, 1]
+    return path
+
+
+def _unlock_folder(path: str) -> None:
+  with _held_guard:
+    entry = _held[path]
+    entry[1] -= 1
+    if entry[1]:
+      return
+    del _held[path]
+    lock = entry[0]
+    if isinstance(lock, filelock.UnixFileLock):
+      # Unlinked while still held, so no lock file is left in the folder; a
+      # waiter that opened the old file sees it unlinked and retries (filelock
+      # checks st_nlink), so exclusion holds.
+      with contextlib.suppress(OSError):
+        os.unlink(path)
+    lock.release()
+
+
+def _incomplete_reason(step_dir: str) -> str | None:
+  """Why a step folder cannot be a finished save, or None if it can be."""
+  try:
+    with open(os.path.join(step_dir, 'meta', 'metadata')) as f:
+      meta = json.load(f)
+  except FileNotFoundError:
+    return 'no meta/'
+  except (OSError, ValueError) as e:  # UnicodeDecodeError is a ValueError.
+    return f'unreadable meta/ ({type(e).__name__})'
+  if not isinstance(meta, dict):
+    return 'meta/ is not a JSON object'
+  if not os.path.isdir(os.path.join(step_dir, 'state')):
+    return 'no state/'
+  return None
+
+
+def _key_data(leaf):
+  """Typed PRNG key arrays as their uint32 key data; other leaves as is."""
+  if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(
+      leaf.dtype, jax.dtypes.prng_key):
+    return jax.random.key_data(leaf)
+  return leaf
+
+
+def _digest(array: np.ndarray) -> str:
+  """SHA-256 of the dtype name, shape and little-endian C-order bytes."""
+  if array.dtype.byteorder == '>' or (array.dtype.byteorder == '=' and
+                                      sys.byteorder == 'big'):
+    array = array.byteswap()
+  array = np.ascontiguousarray(array)
+  digest = hashlib.sha256(f'{array.dtype.name}:{array.shape};'.encode())
+  digest.update(array.reshape(-1).view(np.uint8))
+  return digest.hexdigest()
+
+
+def _checksums(items: dict[str, PyTree]) -> dict[str, dict]:
+  """{'<item><key path>': {'dtype', 'shape', 'sha256'}} of every array leaf.
+
+  Python scalars count as 0-d arrays; leaves numpy cannot hold as plain
+  bytes (objects, strings) are left out.
+  """
+  paths, leaves = [], []
+  for name, tree in items.items():
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+      paths.append(name + jax.tree_util.keystr(path))
+      leaves.append(_key_data(leaf))
+  out = {}
+  # One device_get for all leaves: the copies to host overlap.
+  for path, leaf in zip(paths, jax.device_get(leaves)):
+    try:
+      array = np.asarray(leaf)
+    except (TypeError, ValueError):
+      continue
+    if array.dtype.hasobject or array.dtype.kind in 'USM':
+      continue
+    out[path] = {'dtype': array.dtype.name, 'shape': list(array.shape),
+                 'sha256': _digest(array)}
+  return out
+
+
 class Checkpointer:
-  """Saves and restores one training run's per-epoch checkpoints."""
+  """Saves and restores one training run's per-epoch checkpoints.
+
+  Holds the folder's inter-process lock until `close()`; use it as a context
+  manager or close it in a `finally`.
+  """
 
   def __init__(self, directory: str, max_to_keep: int = 2):
     self.directory = os.path.abspath(directory)
-    self._manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
-                                             create=True))
+    try:
+      os.makedirs(self.directory, exist_ok=True)
+    except OSError as e:
+      raise CheckpointError(
+          f'cannot create checkpoint folder {self.directory} ({e.strerror}); '
+          'set --config.checkpoint_dir to a writable folder') from e
+    self._lock = _lock_folder(self.directory)
+    self._closed = False
+    try:
+      self._set_aside_incomplete_steps()
+      self._manager = ocp.CheckpointManager(
+          self.directory,
+          options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
+                                               create=True))
+    except BaseException:
+      self._closed = True
+      if self._lock is not None:
+        _unlock_folder(self._lock)
+      raise
+
+  def __enter__(self) -> 'Checkpointer':
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.close()
+
+  def _set_aside_incomplete_steps(self) -> None:
+    """Renames step folders that cannot be a finished save, with a warning."""
+    for entry in os.scandir(self.directory):
+      if not (entry.name.isdigit() and entry.is_dir()):
+        continue
+      reason = _incomplete_reason(entry.path)
+      if reason is None:
+        continue
+      stamp = time.strftime('%Y%m%d-%H%M%S')
+      target = f'{entry.path}.incomplete-{stamp}'
+      suffix = 1
+      while os.path.exists(target):
+        suffix += 1
+        target = f'{entry.path}.incomplete-{stamp}-{suffix}'
+      try:
+        os.rename(entry.path, target)
+      except OSError as e:
+        raise CheckpointError(
+            f'checkpoint {entry.path} is incomplete ({reason}) and cannot be '
+            f'moved aside ({e.strerror}); delete it') from e
+      logging.warning(
+          'checkpoint %s is incomplete (%s; a crash or a concurrent run left '
+          'it), so it is ignored and moved to %s; delete that when done',
+          entry.path, reason, target)
 
   def latest_meta(self) -> dict | None:
     """The metadata of the newest complete step, or None if there is none."""
@@ -53,8 +238,14 @@ class Checkpointer:
   def restore(self, state: PyTree, method_state: PyTree = ()):
     """Restores the newest step into the structure (and shardings) given.
 
+    Verifies each restored array against the step's checksums.
+
     Returns:
       (state, method_state, meta).
+
+    Raises:
+      CheckpointError: no step, it does not fit the structure, or it is
+        corrupt (a checksum mismatch).
     """
     step = self._manager.latest_step()
     if step is None:
@@ -65,6 +256,10 @@ class Checkpointer:
     args = {k: ocp.args.StandardRestore(
         jax.tree.map(ocp.utils.to_shape_dtype_struct, v))
             for k, v in items.items()}
+    has_checksums = os.path.isdir(
+        os.path.join(self.directory, str(step), _CHECKSUMS))
+    if has_checksums:
+      args[_CHECKSUMS] = ocp.args.JsonRestore()
     try:
       restored = self._manager.restore(
           step, args=ocp.args.Composite(meta=ocp.args.JsonRestore(), **args))
@@ -73,20 +268,63 @@ class Checkpointer:
           f'checkpoint {self.directory}/{step} does not fit this model or is '
           f'corrupt ({type(e).__name__}); delete it or use another '
           '--config.checkpoint_dir') from e
+    if has_checksums:
+      self._verify(step, restored[_CHECKSUMS],
+                   {k: restored[k] for k in items})
+    else:
+      logging.warning('checkpoint %s/%d has no checksums (saved by an older '
+                      'mu_jax); restoring it unverified', self.directory, step)
     return (restored['state'], restored.get('method_state', method_state),
             dict(restored['meta']))
 
+  def _verify(self, step: int, saved: Any, restored: dict[str, PyTree]):
+    """Raises CheckpointError if a restored array differs from its checksum."""
+    arrays = saved.get('arrays') if isinstance(saved, dict) else None
+    if not isinstance(arrays, dict):
+      raise CheckpointError(
+          f'checkpoint {self.directory}/{step} is corrupt (unreadable '
+          'checksums); delete it or use another --config.checkpoint_dir')
+    unverified = []
+    for path, record in _checksums(restored).items():
+      expected = arrays.get(path)
+      if not isinstance(expected, dict) or (
+          expected.get('dtype'), expected.get('shape')) != (
+              record['dtype'], record['shape']):
+        unverified.append(path)  # Restored with a cast, or not recorded.
+      elif expected.get('sha256') != record['sha256']:
+        raise CheckpointError(
+            f'checkpoint {self.directory}/{step} is corrupt (checksum '
+            f'mismatch in {path}); delete it to fall back to an earlier step, '
+            f'or delete {self.directory} to start over')
+    if unverified:
+      logging.warning('checkpoint %s/%d: %d arrays were restored with another '
+                      'dtype or shape than saved (e.g. %s), so their checksums '
+                      'were not checked', self.directory, step,
+                      len(unverified), unverified[0])
+
   def save(self, step: int, state: PyTree, method_state: PyTree, meta: dict):
-    """Saves one step and waits until it is fully written."""
-    items = {'state': ocp.args.StandardSave(state)}
+    """Saves one step, with its checksums, and waits until it is written."""
+    trees = {'state': state}
     if _has_leaves(method_state):
-      items['method_state'] = ocp.args.StandardSave(method_state)
+      trees['method_state'] = method_state
+    checksums = {'algorithm': 'sha256 of dtype name, shape and little-endian '
+                              'C-order bytes', 'arrays': _checksums(trees)}
+    items = {k: ocp.args.StandardSave(v) for k, v in trees.items()}
     self._manager.save(step, args=ocp.args.Composite(
-        meta=ocp.args.JsonSave(meta), **items))
+        meta=ocp.args.JsonSave(meta),
+        **{_CHECKSUMS: ocp.args.JsonSave(checksums)}, **items))
     self._manager.wait_until_finished()
 
   def close(self):
-    self._manager.close()
+    """Closes Orbax and releases the folder's lock; safe to call twice."""
+    if self._closed:
+      return
+    self._closed = True
+    try:
+      self._manager.close()
+    finally:
+      if self._lock is not None:
+        _unlock_folder(self._lock)
 
 
 def train_or_reuse(directory: str, recipe: dict, what: str,

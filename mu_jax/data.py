@@ -8,7 +8,9 @@ later stages never care where the data came from. Sources:
   (`mu_jax/datasets/`), so tests and smoke runs need no download.
 - 'idx': MNIST / Fashion-MNIST IDX files, e.g. from the Debian package
   `dataset-fashion-mnist`.
-- 'cifar': the CIFAR-10 / CIFAR-100 "python version" pickle batches.
+- 'cifar': the CIFAR-10 / CIFAR-100 "python version" pickle batches, read
+  with an unpickler that admits only numpy arrays and plain values, so a
+  crafted batch file cannot run code.
 - 'npz': any dataset saved as an .npz with train/test images and labels.
 - 'tfds': `tfds.data_source`, which reads array_record data without
   TensorFlow and downloads only when asked to.
@@ -51,6 +53,9 @@ _CIFAR_LAYOUTS = {
                 [f'data_batch_{i}' for i in range(1, 6)], ['test_batch']),
     'cifar100': ('cifar-100-python', 'fine_labels', ['train'], ['test']),
 }
+# Labels are stored as int32 class indices; checked on the raw array first, so
+# a label of 2**40 is refused rather than wrapped to another class.
+_MAX_CLASSES = 2**31 - 1
 
 
 class DataError(ValueError):
@@ -74,6 +79,10 @@ class Dataset:
   std: tuple[float, ...]  # Per-channel std of pixel / 255.
 
   def __post_init__(self):
+    if not 2 <= self.num_classes <= _MAX_CLASSES:
+      raise DataError(f'{self.name}: num_classes must be in [2, {_MAX_CLASSES}]'
+                      f', got {self.num_classes}; a classifier needs at least '
+                      '2 classes.')
     for split in ('train', 'test'):
       images = getattr(self, f'{split}_images')
       labels = getattr(self, f'{split}_labels')
@@ -121,26 +130,61 @@ def _mean_std(images: np.ndarray) -> tuple[tuple[float, ...], ...]:
   return tuple(map(float, mean)), tuple(map(float, std))
 
 
+def _check_labels(name: str, split: str, labels: np.ndarray,
+                  num_classes: int | None) -> None:
+  """Checks raw labels (any dtype) before they are cast to int32.
+
+  Integers in [0, num_classes), or in [0, 2**31 - 1) when num_classes is not
+  known yet; compared as Python ints, so nothing wraps.
+  """
+  if labels.dtype.kind not in 'iu':
+    raise DataError(f'{name}: {split} labels must be integers, got '
+                    f'{labels.dtype}; store class indices.')
+  if labels.ndim != 1:
+    raise DataError(f'{name}: {split} labels must be one class index per '
+                    f'image ([N]), got shape {labels.shape}; store class '
+                    'indices, not one-hot vectors.')
+  if not labels.size:
+    return
+  low, high = int(labels.min()), int(labels.max())
+  limit = _MAX_CLASSES if num_classes is None else num_classes
+  if low < 0 or high >= limit:
+    what = (f'[0, {num_classes}) (num_classes={num_classes})'
+            if num_classes is not None else f'[0, {_MAX_CLASSES})')
+    raise DataError(f'{name}: {split} labels must be class indices in {what},'
+                    f' got {low}..{high}; fix the labels or num_classes.')
+
+
 def _make_dataset(name: str, arrays: list[Any], num_classes: int | None = None,
                   known: bool = True) -> Dataset:
   """Builds a Dataset from the four `_ARRAYS`; images may lack the C axis.
 
   A known `name` (with `known`) fixes num_classes and normalisation;
   otherwise num_classes defaults to max label + 1 and the normalisation is
-  computed from the train images.
+  computed from the train images. Labels are range-checked before the cast
+  to int32.
   """
   arrays = [np.asarray(a) for a in arrays]
+  known = known and name in NAMES
+  if known and num_classes is None:
+    num_classes = 100 if name == 'cifar100' else 10
+  if num_classes is not None and not 2 <= num_classes <= _MAX_CLASSES:
+    raise DataError(f'{name}: num_classes must be in [2, {_MAX_CLASSES}], got '
+                    f'{num_classes}; a classifier needs at least 2 classes.')
   for i in (0, 2):
     if arrays[i].ndim == 3:
       arrays[i] = arrays[i][..., None]  # Grayscale: add the channel axis.
-    if arrays[i + 1].dtype.kind not in 'iu':
-      raise DataError(f'{name}: labels must be integers, got '
-                      f'{arrays[i + 1].dtype}; store class indices.')
-    arrays[i + 1] = arrays[i + 1].astype(np.int32)
-  known = known and name in NAMES
+    _check_labels(name, _ARRAYS[i + 1].split('_')[0], arrays[i + 1],
+                  num_classes)
   if num_classes is None:
-    num_classes = (100 if name == 'cifar100' else 10) if known else 1 + max(
-        int(arrays[1].max(initial=0)), int(arrays[3].max(initial=0)))
+    num_classes = 1 + max(int(arrays[1].max(initial=0)),
+                          int(arrays[3].max(initial=0)))
+    if num_classes < 2:
+      raise DataError(f'{name}: all labels are 0, so there is only 1 class; a '
+                      'classifier needs at least 2 (fix the labels, or store '
+                      'num_classes in the npz).')
+  for i in (1, 3):
+    arrays[i] = arrays[i].astype(np.int32)  # Safe: range checked above.
   mean, std = _NORMALIZATION[name] if known else _mean_std(arrays[0])
   return Dataset(name, *arrays, int(num_classes), mean, std)
 
@@ -195,16 +239,78 @@ def load_idx(directory: str, name: str = 'fashion_mnist') -> Dataset:
   return _make_dataset(name, arrays)
 
 
+def _latin1_encode(text: str, encoding: str = 'latin1') -> bytes:
+  """`_codecs.encode` as Python 3 pickles bytes (protocols 0-2), latin1 only."""
+  if not isinstance(text, str) or encoding not in ('latin1', 'latin-1'):
+    raise pickle.UnpicklingError(f'_codecs.encode({type(text).__name__}, '
+                                 f'{encoding!r}) is not how pickle stores '
+                                 'bytes')
+  return text.encode('latin1')
+
+
+# The only globals a CIFAR python batch (a dict of bytes / str keys to lists,
+# bytes, ints and numpy arrays) needs, across pickle protocols 0-5, Python 2
+# (the original files) and numpy 1 / 2 module names.
+_CIFAR_GLOBALS = {
+    ('numpy', 'ndarray'): np.ndarray,
+    ('numpy', 'dtype'): np.dtype,
+    ('_codecs', 'encode'): _latin1_encode,
+}
+for _module in ('numpy.core', 'numpy._core'):
+  _CIFAR_GLOBALS[(f'{_module}.multiarray', '_reconstruct')] = (
+      np._core.multiarray._reconstruct)  # pylint: disable=protected-access
+  _CIFAR_GLOBALS[(f'{_module}.multiarray', 'scalar')] = (
+      np._core.multiarray.scalar)  # pylint: disable=protected-access
+  _CIFAR_GLOBALS[(f'{_module}.numeric', '_frombuffer')] = (
+      np._core.numeric._frombuffer)  # pylint: disable=protected-access
+del _module
+
+
+class _CifarUnpickler(pickle.Unpickler):
+  """Unpickles plain values and numpy arrays; refuses every other global.
+
+  A pickle can call any importable callable (os.system, builtins.exec, ...)
+  through its globals; `find_class` is where each one is looked up, so
+  refusing there stops a crafted file before anything runs.
+  """
+
+  def __init__(self, file, path: str):
+    super().__init__(file, encoding='bytes')  # Python 2 str -> bytes.
+    self._path = path
+
+  def find_class(self, module: str, name: str) -> Any:
+    try:
+      return _CIFAR_GLOBALS[(module, name)]
+    except KeyError:
+      raise DataError(
+          f'refusing to load CIFAR batch {self._path}: it refers to '
+          f'{module}.{name}, which a CIFAR python batch never needs (the file '
+          'could run code); re-download the python version of the dataset.'
+      ) from None
+
+
+def _batch_field(batch: dict, key: str) -> Any:
+  """`batch[key]`, whether keys are bytes (the real files) or str."""
+  return batch.get(key.encode(), batch.get(key))
+
+
 def _read_cifar_batch(path: str, label_key: str) -> list[np.ndarray]:
   """Reads one pickled CIFAR batch; its rows are 3072 bytes in CHW order."""
   try:
     with open(path, 'rb') as f:
-      batch = pickle.load(f, encoding='bytes')  # Trusted files only.
-  except (OSError, pickle.UnpicklingError, EOFError) as err:
-    raise DataError(f'cannot read CIFAR batch {path} ({err}); re-download '
+      batch = _CifarUnpickler(f, path).load()
+  except DataError:
+    raise
+  except Exception as err:  # pylint: disable=broad-except
+    # Corrupt pickles raise nearly anything (ValueError, KeyError, ...).
+    reason = ' '.join(f'{type(err).__name__}: {err}'.split())[:200]
+    raise DataError(f'cannot read CIFAR batch {path} ({reason}); re-download '
                     'the python version of the dataset.') from err
-  data = np.asarray(batch.get(b'data'))
-  labels = np.asarray(batch.get(label_key.encode()))
+  if not isinstance(batch, dict):
+    raise DataError(f'{path} is not a CIFAR python batch (a pickled dict, got '
+                    f'{type(batch).__name__}); check the path.')
+  data = np.asarray(_batch_field(batch, 'data'))
+  labels = np.asarray(_batch_field(batch, label_key))
   if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or (
       labels.shape != data.shape[:1]):
     raise DataError(f'{path} is not a CIFAR python batch (need uint8 data '
@@ -236,22 +342,54 @@ def load_cifar_pickle(directory: str, name: str) -> Dataset:
   return _make_dataset(name, arrays)
 
 
+def _read_npz(path: str) -> tuple[list[np.ndarray], int | None]:
+  """The four `_ARRAYS` and the optional num_classes of an .npz file."""
+  try:
+    loaded = np.load(path, allow_pickle=False)
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+      raise DataError(f'{path} holds a single array, not an .npz archive; '
+                      f'save {_ARRAYS} with np.savez.')
+    with loaded as z:
+      if missing := [k for k in _ARRAYS if k not in z.files]:
+        raise DataError(f'{path} lacks keys {missing}; it needs {_ARRAYS}.')
+      arrays = [z[k] for k in _ARRAYS]
+      raw = z['num_classes'] if 'num_classes' in z.files else None
+  except DataError:
+    raise
+  except Exception as err:  # pylint: disable=broad-except
+    # A truncated or corrupt file raises BadZipFile, zlib.error, ValueError,
+    # EOFError, OSError... depending on where the damage is.
+    reason = ' '.join(f'{type(err).__name__}: {err}'.split())[:200]
+    raise DataError(f'cannot read npz file {path} ({reason}); the file is '
+                    'truncated or corrupt, re-create it with np.savez.'
+                   ) from err
+  num_classes = None
+  if raw is not None:
+    if raw.size != 1 or raw.dtype.kind not in 'iu':
+      raise DataError(f'{path}: num_classes must be one integer, got '
+                      f'{raw.dtype} {raw.shape}; store e.g. num_classes=10.')
+    num_classes = int(raw.reshape(()))  # A Python int: nothing wraps.
+  return arrays, num_classes
+
+
 def load_npz(path: str, name: str = 'npz') -> Dataset:
   """Loads an .npz with `train_images`, `train_labels`, `test_*` arrays.
 
   Images are [N, H, W] or [N, H, W, C], uint8 or any dtype holding only
-  integers in 0..255. num_classes comes from an optional `num_classes` key,
-  else max label + 1; normalisation is computed from the train images.
+  integers in 0..255. Labels are integer class indices [N]. num_classes comes
+  from an optional `num_classes` key, else max label + 1; it must be at least
+  2. Normalisation is computed from the train images.
   """
   if not os.path.isfile(path):
     raise DataError(f'npz file {path!r} not found; set --config.data.path.')
-  with np.load(path, allow_pickle=False) as z:
-    if missing := [k for k in _ARRAYS if k not in z.files]:
-      raise DataError(f'{path} lacks keys {missing}; it needs {_ARRAYS}.')
-    arrays = [z[k] for k in _ARRAYS]
-    num_classes = int(z['num_classes']) if 'num_classes' in z.files else None
+  arrays, num_classes = _read_npz(path)
   for i in (0, 2):
-    images, arrays[i] = arrays[i], arrays[i].astype(np.uint8)
+    images = arrays[i]
+    if images.dtype.kind not in 'biuf':
+      raise DataError(f'{path}: {_ARRAYS[i]} has dtype {images.dtype}; store '
+                      'uint8 pixels in 0..255.')
+    with np.errstate(invalid='ignore'):  # NaN / inf: caught just below.
+      arrays[i] = images.astype(np.uint8)
     # Lossless only: silently wrapping 300 or truncating 0.5 corrupts data.
     if not np.array_equal(arrays[i], images):
       raise DataError(f'{path}: {_ARRAYS[i]} ({images.dtype}) holds values '
