@@ -1,6 +1,6 @@
 """The PyTorch reference: the same models and unlearning loops, plain PyTorch.
 
-Written the way the reference repositories write them (SEED.md: SalUn's
+Written the way the reference repositories write them (SalUn's
 `unlearn/RL.py` and `generate_mask.py`, `meghdadk/SCRUB`'s `train_distill`,
 `vikram2000b/bad-teaching-unlearning`'s `unlearn.py`): eager modules,
 `torch.optim`, `loss.backward()` per batch, teachers under `torch.no_grad()`.

@@ -1,25 +1,44 @@
 """Default experiment: fine-tune unlearning of a random 10% of the embedded
 Fashion-MNIST subset with a small CNN, against original and retrained models.
 
-Runs offline on 2 CPU cores in a few minutes. Variants:
+Runs offline on 2 CPU cores in a few minutes. Variants (after the colon):
   configs/default.py:smoke   tiny data and model, for tests and CI.
+
+This file also holds what every method's config file shares: the common
+fields of a method section (`method_section`), the lookup of a method's
+defaults for a forgetting mode (`method_config`) and the variant syntax
+(`parse_variants`). Each method's own defaults live once, in
+configs/<method>.py:method(mode).
 """
+
+import importlib
+from typing import Callable, Mapping
 
 import ml_collections
 
 from mu_jax import augmentation
+from mu_jax import guard
+from mu_jax import methods
 from mu_jax import self_supervised
-from mu_jax.methods import finetune
+
+# The variant every config file takes: tiny data, model and epochs.
+SMOKE = 'smoke'
+# The forgetting modes a method section can be made for.
+MODES = ('random', 'class_wise')
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Returns the default config; `arg='smoke'` shrinks it to seconds."""
+  variants = parse_variants(arg, (SMOKE,))
   config = ml_collections.ConfigDict()
   config.seed = 0  # Seeds the split, initialisation, batch order and rngs.
   config.checkpoint_dir = 'checkpoints'  # Original and retrain models.
   # A folder holding a finished mu_jax checkpoint of the original model to use
   # instead of training one (e.g. checkpoints/<dataset>_<model>_all_s0).
   config.init_from = ''
+  # True for the `smoke` variant: tiny data, model and epochs (tests, CI).
+  # `--method` keeps a smoke config's method section small too.
+  config.smoke = SMOKE in variants
 
   config.data = ml_collections.ConfigDict()
   config.data.name = 'fashion_mnist_subset'  # Embedded in mu_jax/datasets.
@@ -31,15 +50,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.max_test = 0  # >0 keeps the first N test images (tests).
 
   config.split = ml_collections.ConfigDict()
-  config.split.mode = 'random'  # random | class_wise
+  config.split.mode = 'random'  # random | class_wise (alias: classwise)
   config.split.forget_num = 0  # Random mode: forget set size; 0 = fraction.
   config.split.forget_fraction = 0.1  # Random mode, when forget_num is 0.
   config.split.forget_classes = (0,)  # Class-wise mode: classes to forget.
   config.split.saved_data_path = ''  # Folder to save / reload the split in.
+  # Fraction of the test set (outside the forgotten classes) held out as a
+  # validation set: the guard rails and the tuner select on it, and test
+  # accuracy and the MIA never see it.
+  config.split.val_fraction = 0.2
 
   config.model = ml_collections.ConfigDict()
   config.model.name = 'cnn'  # cnn | resnet8 | resnet20 | resnet18
-  config.model.width = 32  # cnn only.
+  config.model.width = 32  # cnn only: channels of the first convolution.
   config.model.max_pool = False  # ResNets: the max-pool the original kept.
   # float32 | bfloat16: mixed precision (bfloat16 activations and matrix
   # products, float32 parameters and optimizer state); for GPUs and TPUs.
@@ -47,26 +70,30 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # The recipe of the original model and of retrain (the gold standard).
   config.train = ml_collections.ConfigDict()
-  config.train.epochs = 15
-  config.train.batch_size = 128
+  config.train.epochs = 15  # Passes over the training data.
+  config.train.batch_size = 128  # Global batch, split over the devices.
   # Off by default: the original model should memorise its training set, as
   # a CIFAR ResNet-18 does, so that forgetting is measurable.
   config.train.augment = False  # Random crop and horizontal flip.
-  config.train.crop_padding = 2
-  config.train.flip = True
-  config.train.optim = ml_collections.ConfigDict()
-  config.train.optim.name = 'sgd'
-  config.train.optim.lr = 0.05
-  config.train.optim.momentum = 0.9
-  config.train.optim.weight_decay = 5e-4
-  config.train.optim.schedule = 'cosine'  # constant | cosine | multistep
-  config.train.optim.milestones = ()  # Epochs, for multistep.
-  config.train.optim.gamma = 0.1
-  config.train.optim.warmup_epochs = 0
+  config.train.crop_padding = 2  # Pixels of padding for the random crop.
+  config.train.flip = True  # Random horizontal flip when augmenting.
+  config.train.optim = optimizer_section(
+      'sgd', lr=0.05, momentum=0.9, weight_decay=5e-4, schedule='cosine')
 
-  # The unlearning method and its own optimizer: each method's defaults come
-  # from mu_jax/methods/<name>.py:get_config(); `--method NAME` swaps them in.
-  config.method = finetune.get_config()
+  # Where methods' sections come from: '' = each method's defaults in
+  # configs/<name>.py:method(mode); otherwise a module of configs/ whose
+  # `recipe(name, mode)` gives them (e.g. 'cifar10_resnet18', the papers'
+  # recipes), so that `--method` and `--mode` keep to that recipe table.
+  config.method_recipes = ''
+  # The unlearning method: its section for the forgetting mode
+  # (`method_config`); `--method NAME` and `--mode` swap in the chosen
+  # method's section for the chosen mode.
+  config.method = method_config('finetune', config.split.mode,
+                                smoke=config.smoke)
+
+  # Oracle-free guard rails around every unlearning run (mu_jax/guard.py):
+  # early stop when forgotten, rewind on collapse or NaN, step-size retries.
+  config.guard = guard.guard_config()
 
   # SimCLR pretraining and the self-supervised unlearning terms, used when
   # method.loss_weight > 0 (see mu_jax/self_supervised.py).
@@ -78,7 +105,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.augmentation = augmentation.augmentation_config()
 
   config.eval = ml_collections.ConfigDict()
-  config.eval.batch_size = 512
+  config.eval.batch_size = 512  # Global evaluation batch.
 
   config.mesh = ml_collections.ConfigDict()
   config.mesh.num_devices = 0  # 0 = all visible devices.
@@ -88,14 +115,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Only the speed and float rounding differ; GPUs and TPUs ignore it.
   config.mesh.cpu_convolutions = 'auto'
 
+  # Several processes joined by jax.distributed (multi-host GPU / TPU).
   config.distributed = ml_collections.ConfigDict()
   config.distributed.enabled = False  # Calls jax.distributed.initialize.
-  config.distributed.coordinator_address = ''  # Empty: auto-detect.
-  config.distributed.num_processes = 0
-  config.distributed.process_id = -1
+  config.distributed.coordinator_address = ''  # host:port; '' = auto-detect.
+  config.distributed.num_processes = 0  # 0 = auto-detect.
+  config.distributed.process_id = -1  # -1 = auto-detect.
 
-  config.variant = arg or ''  # main.py re-applies it after --method.
-  if arg == 'smoke':
+  if config.smoke:
     config.data.max_train = 512
     config.data.max_test = 256
     config.model.width = 8
@@ -105,9 +132,123 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.ssl.epochs = 1
     config.ssl.batch_size = 32
     augmentation.shrink(config.augmentation)
-    shrink_method(config.method)
-  elif arg:
-    raise ValueError(f'unknown config variant {arg!r}; known: smoke')
+  return config
+
+
+def optimizer_section(name: str = 'sgd', *, lr: float, momentum: float = 0.9,
+                      weight_decay: float = 5e-4, schedule: str = 'constant',
+                      milestones: tuple[int, ...] = (), gamma: float = 0.1,
+                      warmup_epochs: int = 0) -> ml_collections.ConfigDict:
+  """An optimizer section, as mu_jax/optim.py reads it."""
+  config = ml_collections.ConfigDict()
+  config.name = name  # sgd | adam (L2 weight decay, as PyTorch).
+  config.lr = lr  # Peak learning rate.
+  config.momentum = momentum  # sgd only.
+  config.weight_decay = weight_decay  # Added to the gradient (PyTorch's).
+  config.schedule = schedule  # constant | cosine | multistep
+  config.milestones = milestones  # Epochs, for multistep.
+  config.gamma = gamma  # multistep: lr factor at each milestone.
+  config.warmup_epochs = warmup_epochs  # Linear warm-up before the schedule.
+  config.nesterov = False  # sgd only: Nesterov momentum.
+  return config
+
+
+def method_section(name: str, mode: str, *, epochs: int, lr: float,
+                   batch_size: int = 128, optimizer: str = 'sgd',
+                   momentum: float = 0.9,
+                   weight_decay: float = 5e-4) -> ml_collections.ConfigDict:
+  """The fields every method's section has; configs/<name>.py adds its own.
+
+  Args:
+    name: the method (a module of mu_jax/methods/).
+    mode: the forgetting mode these settings were chosen for; main.py
+      swaps in the other mode's section when the run's mode differs.
+    epochs: unlearning epochs (what an epoch is depends on the method).
+    lr: the optimizer's learning rate.
+    batch_size: per split; a multiple of the device count.
+    optimizer: sgd | adam.
+    momentum: sgd's momentum.
+    weight_decay: L2, added to the gradient as PyTorch does.
+  """
+  config = ml_collections.ConfigDict()
+  config.name = name
+  config.mode = mode  # The forgetting mode these defaults are for.
+  config.variant = 'canonical'  # canonical | capstone (the original project).
+  config.epochs = epochs
+  config.batch_size = batch_size  # Per split; a multiple of the device count.
+  config.forget_batch_size = 0  # 0 = batch_size.
+  config.retain_batch_size = 0  # 0 = batch_size.
+  config.augment = False  # Unlearning sees plain images, as the original did.
+  config.loss_weight = 0.0  # Weight of a self-supervised term.
+  config.supervised_mode = 'simple'  # simple | original
+  # True reproduces the original project, which computed the term under
+  # torch.no_grad(): it then changes the reported loss but not the update.
+  config.ssl_no_grad = False
+  config.data_augment = 'none'  # none | simple | opengan | arpl
+  config.augment_num = 500  # Extra forget samples for data_augment.
+  config.optim = optimizer_section(optimizer, lr=lr, momentum=momentum,
+                                   weight_decay=weight_decay)
+  return config
+
+
+def method_config(name: str, mode: str = 'random', *, smoke: bool = False,
+                  recipes: str = '') -> ml_collections.ConfigDict:
+  """Method `name`'s default section for forgetting `mode`.
+
+  Args:
+    name: a method name or alias (e.g. the original CLI's 'salUN').
+    mode: 'random' or 'class_wise' ('classwise' is accepted).
+    smoke: shrink it for the smoke variant.
+    recipes: '' for configs/<name>.py:method(mode), or the name of a module
+      of configs/ whose `recipe(name, mode)` gives the section
+      (`config.method_recipes`).
+
+  Returns:
+    A fresh ConfigDict.
+
+  Raises:
+    ValueError: an unknown method or mode.
+  """
+  name = methods.canonical_name(name)
+  methods.get(name)  # Unknown method: a ValueError listing the choices.
+  mode = 'class_wise' if mode == 'classwise' else mode
+  if mode not in MODES:
+    raise ValueError(f'unknown mode {mode!r}; choose one of '
+                     f'{", ".join(MODES)} (or classwise)')
+  if recipes:
+    section = importlib.import_module(f'configs.{recipes}').recipe(name, mode)
+  else:
+    section = importlib.import_module(f'configs.{name}').method(mode)
+  if smoke:
+    shrink_method(section)
+  return section
+
+
+def experiment(name: str, arg: str | None = None,
+               extra: Mapping[str, Callable[[ml_collections.ConfigDict],
+                                            None]] | None = None
+               ) -> ml_collections.ConfigDict:
+  """The default experiment running method `name`: configs/<name>.py's config.
+
+  Args:
+    name: the method.
+    arg: comma-separated variants: 'smoke', 'class_wise' (forget class 0
+      with the method's class-wise settings) and the keys of `extra`.
+    extra: the method's own variants, each a function that edits the
+      config in place (after the mode's section is installed).
+
+  Returns:
+    configs/default.py's config with `config.method` set.
+  """
+  extra = dict(extra or {})
+  variants = parse_variants(arg, (SMOKE, 'class_wise', *extra))
+  config = get_config(SMOKE if SMOKE in variants else None)
+  if 'class_wise' in variants:
+    config.split.mode = 'class_wise'
+  config.method = method_config(name, config.split.mode, smoke=config.smoke)
+  for variant in variants:
+    if variant in extra:
+      extra[variant](config)
   return config
 
 
@@ -115,6 +256,8 @@ def shrink_method(method: ml_collections.ConfigDict):
   """The smoke variant of a method section: one short epoch, small batches."""
   method.epochs = 1
   method.batch_size = 32
+  method.forget_batch_size = 0  # = batch_size, within the tiny split.
+  method.retain_batch_size = 0
 
 
 def parse_variants(arg: str | None, known: tuple[str, ...]) -> list[str]:
@@ -127,18 +270,19 @@ def parse_variants(arg: str | None, known: tuple[str, ...]) -> list[str]:
   return variants
 
 
-def use_capstone_recipe(method: ml_collections.ConfigDict):
+def use_capstone_recipe(config: ml_collections.ConfigDict):
   """The original project's `mu_main.py` defaults for its distillation runs.
 
   Two epochs at batch 256 with SGD (lr 0.005, momentum 0.9, weight decay
-  5e-4) and temperature 1 (SEED.md), for Bad Teaching's and SCRUB's
-  `capstone` variants.
+  5e-4) and temperature 1 (the capstone's README and `mu/arg_parser.py`),
+  for Bad Teaching's and SCRUB's `capstone` variants. Keeps a smoke
+  config's small batches and single epoch.
   """
+  method = config.method
   method.variant = 'capstone'
-  method.epochs = 2
-  method.batch_size = 256
-  method.optim.name = 'sgd'
-  method.optim.lr = 0.005
-  method.optim.momentum = 0.9
-  method.optim.weight_decay = 5e-4
+  method.optim = optimizer_section('sgd', lr=0.005, momentum=0.9,
+                                   weight_decay=5e-4)
   method.temperature = 1.0
+  if not config.smoke:
+    method.epochs = 2
+    method.batch_size = 256

@@ -11,12 +11,10 @@ class-wise forgetting, 3 seeds, on the embedded Fashion-MNIST subset.
 Everything outside `config.suite` is the experiment of configs/default.py
 (data, model, training recipe of the original and retrain models, split
 sizes). `config.method` is not used by the suite; each method runs with its
-section in `config.suite.method_configs.<mode>`: that of configs/<name>.py,
-and for class-wise forgetting that of its `:class_wise` variant where the
-method has one (e.g. a smaller step size for gradient ascent).
+section in `config.suite.method_configs.<mode>`: configs/<name>.py's
+defaults for that mode (e.g. a smaller step size for gradient ascent
+class-wise).
 """
-
-import importlib
 
 import ml_collections
 
@@ -24,33 +22,13 @@ from configs import default
 from mu_jax import methods
 
 
-def _method_section(name: str, variant: str,
-                    mode: str) -> ml_collections.ConfigDict:
-  """`config.method` of configs/<name>.py for `mode`, or the defaults."""
-  try:
-    module = importlib.import_module(f'configs.{name}')
-  except ModuleNotFoundError:
-    section = methods.get_config(name)
-    if variant == 'smoke':
-      default.shrink_method(section)
-    return section
-  if mode == 'class_wise':
-    try:
-      arg = ','.join(v for v in (variant, 'class_wise') if v)
-      return module.get_config(arg).method
-    except ValueError:  # No class-wise variant (or not with smoke).
-      pass
-  return module.get_config(variant or None).method
-
-
 def method_sections(variant: str = '') -> ml_collections.ConfigDict:
   """Each method's `config.method` section per forgetting mode.
 
-  From configs/<name>.py if there is one (its `class_wise` variant for
-  class-wise mode, where it has one), else the method's defaults.
+  configs/<name>.py:method(mode) for each mode.
 
   Args:
-    variant: '' or 'smoke'; passed to the methods' config files.
+    variant: '' or 'smoke' (shrinks the sections).
 
   Returns:
     {'random': {name: section}, 'class_wise': {name: section}}.
@@ -60,7 +38,8 @@ def method_sections(variant: str = '') -> ml_collections.ConfigDict:
     sections[mode] = ml_collections.ConfigDict()
     for name in methods.AVAILABLE:
       if name != 'retrain':  # Its row comes from the training recipe.
-        sections[mode][name] = _method_section(name, variant, mode)
+        sections[mode][name] = default.method_config(
+            name, mode, smoke=variant == default.SMOKE)
   return sections
 
 

@@ -36,6 +36,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
+from mu_jax import errors
+
 PyTree = Any
 
 LOCK_NAME = '.mu_jax.lock'  # Inside the checkpoint folder; removed by close().
@@ -46,7 +48,7 @@ _held: dict[str, list] = {}
 _held_guard = threading.Lock()
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(errors.MuJaxError, RuntimeError):
   """A checkpoint is missing, unreadable or does not match the run."""
 
 
@@ -327,49 +329,52 @@ class Checkpointer:
         _unlock_folder(self._lock)
 
 
-def train_or_reuse(directory: str, recipe: dict, what: str,
-                   template: Callable[[], PyTree],
-                   train: Callable[[], tuple[PyTree, list]],
-                   step: int) -> tuple[PyTree, dict]:
-  """Reuses a finished run saved in `directory`, or trains and saves one.
+def train_or_reuse(directory: str, recipe: dict, what: str, template: PyTree,
+                   train: Callable[['Checkpointer'], Any]
+                   ) -> tuple[PyTree, dict]:
+  """Reuses the finished model in `directory`, resumes it, or trains it.
 
-  For the small auxiliary models (the augmentation generators) that train in
-  one go, without per-epoch resume. A checkpoint made with another `recipe`
-  is refused rather than silently reused.
+  The one home of every cached model (original, retrain, SimCLR encoder,
+  augmentation generators). A folder holding a model made with another
+  `recipe` is refused rather than silently reused; an unfinished one is
+  resumed by `train` (`train.run` resumes from the checkpointer it is
+  given). The folder stays locked meanwhile, so a concurrent run on it waits
+  and then reuses the model.
 
   Args:
     directory: the checkpoint folder.
-    recipe: what the weights depend on (JSON types after a round trip).
-    what: names the model in messages, e.g. 'an OpenGAN'.
-    template: returns a pytree of the weights' structure, for restoring.
-    train: trains from scratch; returns (weights, per-epoch history).
-    step: the step number to save under (e.g. the epoch count).
+    recipe: what the weights depend on (JSON types after a round trip); saved
+      as `checkpoint_meta={'recipe': ...}` by `train`.
+    what: names the model in messages, e.g. 'a retrain model'.
+    template: the TrainState to restore into (structure and shardings).
+    train: `checkpointer -> train.Result`: trains (or resumes) with
+      `checkpointer=checkpointer, checkpoint_meta={'recipe': recipe}`.
 
   Returns:
-    (weights, info) with info = {'seconds' (training time, that of the run
-    that trained it when reused), 'reused', 'checkpoint', 'history'}.
+    (state, info) with info = {'seconds' (training time; that of the run
+    that trained it when reused), 'reused', 'checkpoint', 'history'} and,
+    when trained now, 'compile_seconds' and 'resumed_from_epoch'.
+
+  Raises:
+    CheckpointError: the folder holds another recipe's model, or is corrupt.
   """
   recipe = json.loads(json.dumps(recipe))  # Tuples become lists, as in JSON.
-  checkpointer = Checkpointer(directory)
-  try:
+  with Checkpointer(directory) as checkpointer:
     meta = checkpointer.latest_meta()
     if meta is not None and meta.get('recipe') != recipe:
       raise CheckpointError(
           f'{directory} holds {what} trained with another recipe, split or '
-          'original model; delete it or set --config.checkpoint_dir')
+          'dataset; delete it or set --config.checkpoint_dir')
     if meta is not None and meta.get('done'):
-      weights, _, meta = checkpointer.restore(template())
+      state, _, meta = checkpointer.restore(template)
       logging.info('reusing %s in %s', what, directory)
-      return weights, {'seconds': meta['run_seconds'], 'reused': True,
-                       'checkpoint': directory, 'history': meta['history']}
-    start = time.perf_counter()
-    weights, history = train()
-    jax.block_until_ready(weights)
-    seconds = time.perf_counter() - start
-    checkpointer.save(step, weights, (), {
-        'recipe': recipe, 'done': True, 'run_seconds': seconds,
-        'history': history})
-  finally:
-    checkpointer.close()
-  return weights, {'seconds': seconds, 'reused': False,
-                   'checkpoint': directory, 'history': history}
+      return state, {'seconds': meta['run_seconds'], 'reused': True,
+                     'checkpoint': directory, 'history': meta['history']}
+    if meta is not None:
+      logging.info('resuming %s in %s from epoch %d', what, directory,
+                   meta['epoch'])
+    result = train(checkpointer)
+  return result.state, {'seconds': result.run_seconds, 'reused': False,
+                        'compile_seconds': result.compile_seconds,
+                        'resumed_from_epoch': result.resumed_from_epoch,
+                        'checkpoint': directory, 'history': result.history}

@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from mu_jax import errors
+
 DEBIAN_FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'
 EMBEDDED_NAME = 'fashion_mnist_subset'
 TFDS_NAMES = ('fashion_mnist', 'mnist', 'cifar10', 'cifar100', 'svhn_cropped')
@@ -58,7 +60,7 @@ _CIFAR_LAYOUTS = {
 _MAX_CLASSES = 2**31 - 1
 
 
-class DataError(ValueError):
+class DataError(errors.MuJaxError, ValueError):
   """Bad or missing data; message is one actionable line."""
 
 

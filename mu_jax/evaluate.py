@@ -18,11 +18,13 @@ from mu_jax import mia
 from mu_jax import parallel
 from mu_jax import splits as splits_lib
 
-# The four metrics whose gaps to retrain make the Avg. Gap (ANCHORS.md 2.5).
+# The four metrics whose gaps to retrain make the Avg. Gap (SalUn, Fan et al.
+# 2024, Table 1).
 GAP_METRICS = ('unlearn_acc', 'retain_acc', 'test_acc', 'mia_efficacy')
 
 
-@functools.partial(jax.jit, static_argnames=('mean', 'std'))
+@functools.partial(parallel.compile_function,
+                   static_argnames=('mean', 'std'))
 def _per_example(state, images, labels, *, mean, std):
   x = augment.normalize(images, mean, std)
   (logits, _), _ = state.apply(state.params, x, train=False)
@@ -90,6 +92,17 @@ def metrics(train_out: Mapping[str, np.ndarray],
       retain['confidence'], test['confidence'], forget['confidence'])
   row['mia_loss_auc'] = mia.loss_mia_auc(forget['loss'], test['loss'])
   return row
+
+
+def row(state, dataset, split: splits_lib.Split, *, mesh, batch_size: int,
+        desc: str = 'eval') -> dict[str, float]:
+  """UA, RA, TA, MIA... of one model: `metrics` on its outputs on the
+  dataset's train and test sets."""
+  outputs = [per_example(state, x, y, mean=dataset.mean, std=dataset.std,
+                         mesh=mesh, batch_size=batch_size, desc=desc)
+             for x, y in ((dataset.train_images, dataset.train_labels),
+                          (dataset.test_images, dataset.test_labels))]
+  return metrics(*outputs, split)
 
 
 def avg_gap(row: Mapping[str, float], retrain_row: Mapping[str, float]):

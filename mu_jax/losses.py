@@ -3,7 +3,7 @@
 Logits are float [batch, classes], embeddings float [batch, dim]; labels are
 int [batch]; per-sample flags and weights are float [batch]. The KL losses
 follow PyTorch's `F.kl_div(log q, p, reduction='batchmean')`: summed over
-classes, averaged over the batch (SEED.md section 12).
+classes, averaged over the batch (PyTorch's `reduction='batchmean'`).
 """
 
 import jax
@@ -122,7 +122,7 @@ def signed_distill_kl(student_logits: jax.Array, teacher_logits: jax.Array,
   """Distillation KL on retain samples minus that on forget samples.
 
   The objective of the capstone's one-loss "SCRUB" (kklusd/Unlearning
-  `mu/Scrub.py`, SEED.md section 6.5) on a mixed batch of B samples, F the
+  `mu/Scrub.py`) on a mixed batch of B samples, F the
   forget and R the retain samples:
   |R|/B * KL_R - |F|/B * KL_F = (sum_R KL_i - sum_F KL_i) / B, where KL_S is
   the mean KL over S. Written as a sum, it needs no division by |F| or |R|,
@@ -235,7 +235,7 @@ def contrastive_unlearning_loss(z1: jax.Array, z2: jax.Array,
                                 temperature: float = 1.0) -> jax.Array:
   """NT-Xent whose positive-pair similarity is negated for forget samples.
 
-  The original project's `--supervised_mode original` term (SEED.md 7.2):
+  The original project's `--supervised_mode original` term (`contrast_loss`):
   standard InfoNCE for retain samples; for forget samples the positive logit
   becomes -s_ip / tau, so minimising pushes the two views apart.
 
@@ -257,7 +257,7 @@ def contrastive_unlearning_loss(z1: jax.Array, z2: jax.Array,
 
 def simple_similarity_loss(student_z: jax.Array, reference_z: jax.Array,
                            is_forget: jax.Array) -> jax.Array:
-  """The original project's `--supervised_mode simple` term (SEED.md 7.1).
+  """The original project's `--supervised_mode simple` term (`simple_contrast_loss`).
 
   With s_i the cosine similarity of the student's and the SimCLR encoder's
   projections of image i, p the forget fraction of the batch and

@@ -3,8 +3,10 @@
 `torch.optim.SGD(lr, momentum, weight_decay)` and `torch.optim.Adam(...,
 weight_decay)` add `weight_decay * param` to the gradient *before* momentum or
 the Adam moments (L2, not AdamW); `optax.add_decayed_weights` placed first in
-the chain does exactly that (SEED.md section 12).
+the chain does exactly that (`torch.optim.SGD` / `torch.optim.Adam` docs).
 """
+
+from typing import Mapping
 
 import ml_collections
 import optax
@@ -70,3 +72,36 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
   if weight_decay:
     return optax.chain(optax.add_decayed_weights(weight_decay), opt)
   return opt
+
+
+def per_part(transforms: Mapping[str, optax.GradientTransformation]
+             ) -> optax.GradientTransformation:
+  """One optimizer per top-level part of the parameters.
+
+  For models of several networks trained in turns (a GAN's generator and
+  discriminator): the state is {part: that optimizer's state}, and `update`
+  steps every part. A method that updates one part at a time uses
+  `step_part` with the same transforms.
+
+  Args:
+    transforms: part name -> its optimizer; the parameters are a dict with
+      exactly these keys.
+  """
+
+  def init(params):
+    return {k: tx.init(params[k]) for k, tx in transforms.items()}
+
+  def update(grads, state, params=None):
+    out = {k: tx.update(grads[k], state[k],
+                        None if params is None else params[k])
+           for k, tx in transforms.items()}
+    return {k: u for k, (u, _) in out.items()}, {k: s for k, (_, s) in
+                                                  out.items()}
+
+  return optax.GradientTransformation(init, update)
+
+
+def step_part(tx: optax.GradientTransformation, grads, opt_state, params):
+  """One step of one part's optimizer: (new params, new optimizer state)."""
+  updates, opt_state = tx.update(grads, opt_state, params)
+  return optax.apply_updates(params, updates), opt_state

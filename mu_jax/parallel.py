@@ -124,7 +124,7 @@ def make_mesh(num_devices: int = 0) -> jax.sharding.Mesh:
                        f'{len(devices)} devices are visible')
     devices = devices[:num_devices]
   # Auto axis types: explicit sharding mode (the make_mesh default) would
-  # demand out_sharding annotations inside method code (STYLE.md section 10).
+  # demand out_sharding annotations inside method code (e.g. gathers).
   return jax.sharding.Mesh(
       np.asarray(devices), (DATA_AXIS,),
       axis_types=(jax.sharding.AxisType.Auto,))
@@ -134,8 +134,16 @@ def replicated(mesh: jax.sharding.Mesh) -> jax.NamedSharding:
   return jax.NamedSharding(mesh, jax.P())
 
 
-def batch_sharded(mesh: jax.sharding.Mesh) -> jax.NamedSharding:
-  return jax.NamedSharding(mesh, jax.P(DATA_AXIS))
+def batch_sharded(mesh: jax.sharding.Mesh,
+                  leading_axes: int = 0) -> jax.NamedSharding:
+  """Batches split over the mesh along their batch axis.
+
+  Args:
+    mesh: the device mesh.
+    leading_axes: axes before the batch axis (e.g. 1 for the stacked batches
+      of several runs, [runs, batch, ...]).
+  """
+  return jax.NamedSharding(mesh, jax.P(*([None] * leading_axes), DATA_AXIS))
 
 
 def check_batch_size(batch_size: int, mesh: jax.sharding.Mesh, what: str):
@@ -145,3 +153,28 @@ def check_batch_size(batch_size: int, mesh: jax.sharding.Mesh, what: str):
     raise ValueError(
         f'{what} batch size {batch_size} is not a positive multiple of the '
         f'{n} devices; choose a multiple of {n}')
+
+
+def fit_batch_size(batch_size: int, available: int, mesh) -> int:
+  """`batch_size`, lowered to fit a split of `available` samples.
+
+  To the largest multiple of the device count that is at most `available`
+  (unchanged when even that is 0, so that the driver reports the split as
+  too small).
+  """
+  num_devices = mesh.devices.size
+  fitted = available - available % num_devices
+  if batch_size <= available or fitted < 1:
+    return batch_size
+  return fitted
+
+
+def compile_function(fun, **jit_kwargs):
+  """`jax.jit` for the computations outside the training steps.
+
+  Evaluation, features, sampling and one-off passes in a method's `prepare`
+  (`Context.compile`) compile through here, the training steps through
+  `train.run`: the two places that decide how mu_jax compiles. Arguments
+  are `jax.jit`'s.
+  """
+  return jax.jit(fun, **jit_kwargs)

@@ -67,3 +67,73 @@ def format_table(rows: Mapping[str, Mapping[str, float]],
     cells.append('—' if time_s is None else f'{time_s:.1f}')
     lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
+
+
+def experiment(config, dataset, split, *, workdir: str, method: str,
+               rows: Mapping[str, Mapping[str, float]],
+               infos: Mapping[str, Mapping[str, Any]],
+               simclr_info: Mapping[str, Any] | None,
+               seconds: Mapping[str, float]) -> dict[str, Any]:
+  """The report of one experiment (`pipeline.run`), its table included.
+
+  Args:
+    config: the run's config.
+    dataset: the `data.Dataset`.
+    split: the `splits.Split`.
+    workdir: where the report goes.
+    method: the unlearning method's name.
+    rows: 'original', 'retrain', 'unlearned' -> `evaluate.row` plus avg_gap.
+    infos: the same keys -> training / unlearning info (seconds, reused,
+      checkpoint, history; the unlearned one also compile_seconds,
+      augmentation and guard).
+    simclr_info: the SimCLR encoder's training info, if it was used.
+    seconds: {'eval', 'total'} wall times.
+  """
+  original, retrain, unlearned = (infos[k] for k in ('original', 'retrain',
+                                                     'unlearned'))
+  payload = {
+      'config': json.loads(config.to_json()),
+      'dataset': {'name': dataset.name, 'fingerprint': dataset.fingerprint(),
+                  'train': int(len(dataset.train_labels)),
+                  'test': int(len(dataset.test_labels)),
+                  'num_classes': dataset.num_classes},
+      'split': {'mode': split.mode, 'name': split.name,
+                'digest': split.digest(), 'forget': int(len(split.forget)),
+                'retain': int(len(split.retain)), 'test': int(len(split.test)),
+                'val': int(len(split.val)),
+                'forget_test': int(len(split.forget_test)),
+                'forget_classes': list(split.forget_classes)},
+      'workdir': workdir,
+      'method': method,
+      'augmentation': unlearned['augmentation'],
+      'guard': unlearned['guard'],
+      'metrics': dict(rows),
+      'timings': {
+          'original_train_seconds': original['seconds'],
+          'original_reused': original['reused'],
+          'original_resumed_from_epoch': original.get('resumed_from_epoch'),
+          'retrain_seconds': retrain['seconds'],
+          'retrain_reused': retrain['reused'],
+          'retrain_resumed_from_epoch': retrain.get('resumed_from_epoch'),
+          'unlearn_seconds': unlearned['seconds'],
+          'unlearn_compile_seconds': unlearned['compile_seconds'],
+          'simclr_pretrain_seconds': simclr_info and simclr_info['seconds'],
+          'eval_seconds': seconds['eval'],
+          'total_seconds': seconds['total']},
+      'history': {k: infos[k]['history'] for k in infos},
+      'checkpoints': {'original': original['checkpoint'],
+                      'retrain': retrain['checkpoint'],
+                      'simclr': simclr_info and simclr_info['checkpoint']},
+      'versions': versions(),
+      'device': device_info(),
+  }
+  label = f'unlearned ({method})'
+  table = format_table(
+      {'original': rows['original'], 'retrain': rows['retrain'],
+       label: rows['unlearned']},
+      {'original': original['seconds'], 'retrain': retrain['seconds'],
+       label: unlearned['seconds']})
+  if unlearned['guard'].get('summary'):
+    table += '\n' + unlearned['guard']['summary']
+  payload['table'] = table
+  return payload

@@ -1,6 +1,7 @@
 """What a model's layers compute: penultimate features and linear CKA.
 
-The suite's representation plots (SEED.md 9.3): the t-SNE of the penultimate
+The suite's representation plots (the original project's
+`feature_visialization` and `metriccc/torch_cka`): the t-SNE of the penultimate
 features of forget and retain samples, and the linear CKA (Kornblith et al.,
 2019, "Similarity of Neural Network Representations Revisited") between every
 layer of the unlearned model and every layer of the original, the matrix the
@@ -14,9 +15,11 @@ import jax
 import numpy as np
 
 from mu_jax import augment
+from mu_jax import parallel
 
 
-@functools.partial(jax.jit, static_argnames=('mean', 'std'))
+@functools.partial(parallel.compile_function,
+                   static_argnames=('mean', 'std'))
 def _features(state, images, *, mean, std):
   x = augment.normalize(images, mean, std)
   (_, features), _ = state.apply(state.params, x, train=False)

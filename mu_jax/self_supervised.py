@@ -1,12 +1,13 @@
 """Self-supervised help for unlearning (the original project's idea).
 
 * `SimCLRModel`: a classifier backbone from `mu_jax.models` plus a projection
-  head, pretrained with NT-Xent on two SimCLR views (`simclr_method`).
+  head, pretrained with NT-Xent on two SimCLR views (`simclr_method`), once
+  per recipe and then reused (`pretrain`).
 * `make_term`: the term that Bad Teaching and SCRUB add with weight
   `loss_weight` during unlearning: `simple` (similarity of the student's
   projection to the frozen SimCLR embedding, weighted by the forget fraction)
   or `original` (NT-Xent on two views with the positive pair negated for forget
-  samples). SEED.md section 7.
+  samples). kklusd/Unlearning's `mu/mu_utils.py`.
 
 The student projects its penultimate features with a frozen copy of the SimCLR
 head, as the original did; gradients flow into the student's backbone unless
@@ -22,7 +23,12 @@ import jax.numpy as jnp
 import ml_collections
 
 from mu_jax import augment
+from mu_jax import classifiers
 from mu_jax import losses
+from mu_jax import models
+from mu_jax import optim
+from mu_jax import state as state_lib
+from mu_jax import train
 from mu_jax.methods import base
 
 PyTree = Any
@@ -168,3 +174,36 @@ def make_term(method_config: ml_collections.ConfigDict,
 
 def _out_dim(frozen) -> int:
   return frozen['head']['out']['bias'].shape[0]
+
+
+def pretrain(exp) -> tuple[Any, dict[str, Any]]:
+  """The SimCLR encoder (classifier backbone + projection head) on all data.
+
+  Trained once per recipe into its own checkpoint folder (`config.ssl`),
+  then reused, like the original model.
+
+  Args:
+    exp: the `experiment.Experiment`.
+
+  Returns:
+    (state, info): see `checkpoint.train_or_reuse`.
+  """
+  config, dataset = exp.config, exp.dataset
+  ssl = config.ssl
+  model = SimCLRModel(exp.model, ssl.out_dim)
+  steps = len(dataset.train_labels) // ssl.batch_size
+  tx = optim.make_optimizer(ssl.optim, steps, ssl.epochs)
+  template = state_lib.create(model, tx, exp.image_shape,
+                              jax.random.key(config.seed))
+  recipe = {'dataset_fingerprint': dataset.fingerprint(),
+            'model': models.recipe(config.model), 'ssl': ssl.to_dict(),
+            'seed': config.seed}
+  name = f'{dataset.name}_{models.tag(config.model)}_simclr_s{config.seed}'
+  data = {'retain': train.split_data(dataset.train_images,
+                                     dataset.train_labels)}
+  method = simclr_method(
+      ssl, exp.context(data, {'retain': ssl.batch_size}, ssl.epochs),
+      dataset.mean, dataset.std)
+  return classifiers.train_or_reuse(exp, 'simclr', name, recipe, method,
+                                    template, data, ssl.epochs,
+                                    ssl.batch_size, augment=False)

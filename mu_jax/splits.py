@@ -8,6 +8,11 @@ A `Split` holds sorted int64 indices into a dataset's train and test sets:
 * `class_wise` mode forgets every train example of one or more classes; the
   test examples of those classes form `forget_test`, the rest form `test`.
 
+In both modes a stratified `val_fraction` of the test examples outside the
+forgotten classes is held out as `val`: a validation set that model
+selection (the guard rails, the tuner) may use and that test accuracy and
+the membership-inference attacks never see.
+
 Splits can be saved to and loaded from `.npz` files tagged with a dataset
 fingerprint, so every method, the retrain baseline and auxiliary models of one
 experiment share one fixed forget set (the original project's
@@ -31,17 +36,23 @@ from typing import Sequence
 import numpy as np
 import numpy.typing as npt
 
+from mu_jax import errors
+
 MODES = ('random', 'class_wise')
 
 # Bump when the file layout changes; `load_split` refuses other versions.
-_FORMAT_VERSION = 1
+# 2: the validation set `val`.
+_FORMAT_VERSION = 2
+
+# Seed stream of the validation draw, apart from the forget set's.
+_VAL_STREAM = 1
 
 _MODE_ALIASES = {'classwise': 'class_wise'}
 
 _DELETE_HINT = 'delete it or choose another --saved_data_path'
 
 
-class SplitError(ValueError):
+class SplitError(errors.MuJaxError, ValueError):
   """A split request, or a saved split file, is invalid."""
 
 
@@ -70,24 +81,26 @@ def _as_index_array(name: str, values: npt.ArrayLike) -> np.ndarray:
   return array
 
 
-def _check_partition(
-    first_name: str, first: np.ndarray, second_name: str, second: np.ndarray
-) -> None:
-  """Checks that two sorted unique arrays partition `range(len1 + len2)`."""
-  for name, array in ((first_name, first), (second_name, second)):
+def _check_partition(parts: dict[str, np.ndarray]) -> None:
+  """Checks that sorted unique arrays partition `range(total size)`."""
+  for name, array in parts.items():
     if array.size > 1 and np.any(np.diff(array) <= 0):
       raise SplitError(f'Split.{name} must be sorted and free of duplicates.')
-  overlap = np.intersect1d(first, second)
-  if overlap.size:
+  names = list(parts)
+  for i, first in enumerate(names):
+    for second in names[i + 1:]:
+      overlap = np.intersect1d(parts[first], parts[second])
+      if overlap.size:
+        raise SplitError(
+            f'Split.{first} and Split.{second} share {overlap.size} '
+            f'indices (e.g. {overlap[0]}); they must be disjoint.')
+  total = sum(array.size for array in parts.values())
+  union = np.concatenate(list(parts.values()))
+  if total and (union.min() != 0 or union.max() != total - 1):
     raise SplitError(
-        f'Split.{first_name} and Split.{second_name} share {overlap.size} '
-        f'indices (e.g. {overlap[0]}); they must be disjoint.')
-  total = first.size + second.size
-  union = np.union1d(first, second)
-  if total and (union[0] != 0 or union[-1] != total - 1):
-    raise SplitError(
-        f'Split.{first_name} and Split.{second_name} must together cover '
-        f'range({total}) exactly, got indices from {union[0]} to {union[-1]}.')
+        f'Split.{" and Split.".join(names)} must together cover '
+        f'range({total}) exactly, got indices from {union.min()} to '
+        f'{union.max()}.')
 
 
 def _split_name(
@@ -113,10 +126,13 @@ class Split:
     seed: Seed of the random draw (recorded, but unused, in class_wise mode).
     forget: Train indices to forget.
     retain: Train indices to keep; the complement of `forget`.
-    test: Test indices used for test accuracy: the whole test set in random
-      mode, the test examples of the non-forgotten classes in class_wise mode.
+    test: Test indices used for test accuracy and the MIA: the test set in
+      random mode, the test examples of the non-forgotten classes in
+      class_wise mode, less `val` in both.
     forget_test: Test indices of the forgotten classes; empty in random mode.
     forget_classes: Sorted forgotten classes; () in random mode.
+    val: Test indices held out for model selection (outside the forgotten
+      classes); may be empty.
   """
 
   mode: str
@@ -126,13 +142,14 @@ class Split:
   test: np.ndarray
   forget_test: np.ndarray
   forget_classes: tuple[int, ...]
+  val: np.ndarray = ()
 
   def __post_init__(self):
     # Frozen dataclass: assignment has to bypass the frozen __setattr__.
     set_field = lambda name, value: object.__setattr__(self, name, value)
     set_field('mode', _normalize_mode(self.mode))
     set_field('seed', int(self.seed))
-    for name in ('forget', 'retain', 'test', 'forget_test'):
+    for name in ('forget', 'retain', 'test', 'forget_test', 'val'):
       set_field(name, _as_index_array(name, getattr(self, name)))
     set_field('forget_classes', tuple(int(c) for c in self.forget_classes))
 
@@ -143,9 +160,10 @@ class Split:
     if self.test.size == 0:
       raise SplitError('Split.test is empty; the test set needs examples '
                        'outside the forgotten classes.')
-    _check_partition('forget', self.forget, 'retain', self.retain)
-    # test and forget_test together are the whole test set in both modes.
-    _check_partition('test', self.test, 'forget_test', self.forget_test)
+    _check_partition({'forget': self.forget, 'retain': self.retain})
+    # test, val and forget_test together are the whole test set.
+    _check_partition({'test': self.test, 'val': self.val,
+                      'forget_test': self.forget_test})
     if self.mode == 'random':
       if self.forget_classes or self.forget_test.size:
         raise SplitError('A random split must have empty forget_classes and '
@@ -173,10 +191,22 @@ class Split:
     return _split_name(self.mode, self.forget.size, self.forget_classes)
 
   def digest(self) -> str:
-    """Returns the sha256 hex digest of the mode and the four index arrays."""
+    """The sha256 hex digest of the mode and every index array."""
+    return self._digest(('forget', 'retain', 'test', 'forget_test', 'val'))
+
+  def train_digest(self) -> str:
+    """The digest of what a model trained on this split depends on.
+
+    The mode, forget and retain sets: a retrained model (or a generator
+    trained on the forget set) is the same whatever the test set's
+    division into `test` and `val`.
+    """
+    return self._digest(('forget', 'retain'))
+
+  def _digest(self, names: Sequence[str]) -> str:
     sha = hashlib.sha256()
     sha.update(self.mode.encode())
-    for name in ('forget', 'retain', 'test', 'forget_test'):
+    for name in names:
       array = getattr(self, name)
       # Name and length delimit the arrays; fixed byte order makes the digest
       # the same on every platform.
@@ -224,6 +254,30 @@ def _forget_size(n: int, forget_num: int, forget_fraction: float) -> int:
   return k
 
 
+def _check_val_fraction(val_fraction: float) -> float:
+  if not 0.0 <= val_fraction < 1.0:
+    raise SplitError(
+        f'val_fraction={val_fraction} must be in [0, 1): the fraction of the '
+        'test set held out for validation (--config.split.val_fraction).')
+  return float(val_fraction)
+
+
+def _draw_val(candidates: np.ndarray, test_labels: np.ndarray,
+              val_fraction: float, seed: int) -> np.ndarray:
+  """A stratified `val_fraction` of `candidates` (test indices), sorted.
+
+  Per class, round(val_fraction * n_c) examples, drawn with a numpy
+  Generator of its own stream, so the forget set does not depend on it.
+  """
+  rng = np.random.default_rng([int(seed), _VAL_STREAM])
+  chosen = []
+  for label in np.unique(test_labels[candidates]):
+    members = candidates[test_labels[candidates] == label]
+    k = int(round(val_fraction * members.size))
+    chosen.append(rng.permutation(members)[:k])
+  return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
 def _check_classes(
     forget_classes: Sequence[int], num_classes: int
 ) -> tuple[int, ...]:
@@ -259,8 +313,9 @@ def make_split(
     forget_fraction: float = 0.0,
     forget_classes: Sequence[int] = (),
     seed: int = 0,
+    val_fraction: float = 0.0,
 ) -> Split:
-  """Builds a forget/retain/test split.
+  """Builds a forget/retain/test/val split.
 
   Args:
     train_labels: [N] integer labels of the train set.
@@ -271,18 +326,22 @@ def make_split(
     forget_fraction: Random mode: otherwise forget round(fraction * N).
     forget_classes: class_wise mode: the classes to forget (one or several).
       Ignored in random mode.
-    seed: Random mode: seed of `np.random.default_rng`. Recorded in both
-      modes.
+    seed: Seed of `np.random.default_rng` for the random forget set and the
+      validation draw. Recorded in both modes.
+    val_fraction: Fraction in [0, 1) of the test examples outside the
+      forgotten classes held out as `val`, stratified by class.
 
   Returns:
     The split. Random mode takes the first k entries of
     `np.random.default_rng(seed).permutation(N)`; the same seed gives the same
-    split on every numpy version that keeps Generator streams stable.
+    split on every numpy version that keeps Generator streams stable, and the
+    same forget set whatever `val_fraction` is.
 
   Raises:
     SplitError: if the request is invalid or yields an empty split.
   """
   mode = _normalize_mode(mode)
+  val_fraction = _check_val_fraction(val_fraction)
   if num_classes < 1:
     raise SplitError(f'num_classes={num_classes} must be positive.')
   if int(seed) < 0:
@@ -322,8 +381,14 @@ def make_split(
       raise SplitError(
           f'Every test example is in forget_classes {classes}; the test split '
           'is empty, forget fewer classes.')
+  val = _draw_val(test, test_labels, val_fraction, seed)
+  test = np.setdiff1d(test, val).astype(np.int64)
+  if test.size == 0:
+    raise SplitError(
+        f'val_fraction={val_fraction} leaves no test examples; lower it.')
   return Split(mode=mode, seed=int(seed), forget=forget, retain=retain,
-               test=test, forget_test=forget_test, forget_classes=classes)
+               test=test, forget_test=forget_test, forget_classes=classes,
+               val=val)
 
 
 def save_split(
@@ -361,6 +426,7 @@ def save_split(
           retain=split.retain,
           test=split.test,
           forget_test=split.forget_test,
+          val=split.val,
       )
       f.flush()
       os.fsync(f.fileno())
@@ -399,8 +465,14 @@ def load_split(path: str | os.PathLike[str], dataset_fingerprint: str) -> Split:
         f'Cannot read split file {path} ({type(e).__name__}: {e}); '
         f'{_DELETE_HINT}.') from e
 
+  if 'format_version' in fields and int(fields['format_version']) == 1:
+    raise SplitError(
+        f'Split file {path} was saved by an older mu_jax without a '
+        f'validation set; {_DELETE_HINT} (the same seed draws the same forget '
+        'set again).')
   required = ('format_version', 'dataset_fingerprint', 'mode', 'seed',
-              'forget_classes', 'forget', 'retain', 'test', 'forget_test')
+              'forget_classes', 'forget', 'retain', 'test', 'forget_test',
+              'val')
   missing = [key for key in required if key not in fields]
   if missing:
     raise SplitError(
@@ -425,6 +497,7 @@ def load_split(path: str | os.PathLike[str], dataset_fingerprint: str) -> Split:
         forget_test=fields['forget_test'],
         forget_classes=tuple(
             int(c) for c in np.atleast_1d(fields['forget_classes'])),
+        val=fields['val'],
     )
   except (TypeError, ValueError) as e:  # SplitError is a ValueError.
     raise SplitError(
@@ -443,6 +516,7 @@ def get_split(
     forget_fraction: float,
     forget_classes: Sequence[int],
     seed: int,
+    val_fraction: float = 0.0,
     saved_data_path: str | os.PathLike[str] = '',
 ) -> Split:
   """Returns the requested split, shared through `saved_data_path` if set.
@@ -463,6 +537,7 @@ def get_split(
     forget_fraction: See `make_split`.
     forget_classes: See `make_split`.
     seed: See `make_split`.
+    val_fraction: See `make_split`.
     saved_data_path: Directory of saved splits, or '' to not save.
 
   Returns:
@@ -474,12 +549,13 @@ def get_split(
   """
   kwargs = dict(mode=mode, forget_num=forget_num,
                 forget_fraction=forget_fraction, forget_classes=forget_classes,
-                seed=seed)
+                seed=seed, val_fraction=val_fraction)
   if not os.fspath(saved_data_path):
     return make_split(train_labels, test_labels, num_classes, **kwargs)
 
   # Validate the request and compute the file name without drawing the split.
   mode = _normalize_mode(mode)
+  val_fraction = _check_val_fraction(val_fraction)
   train_labels = _labels('train_labels', train_labels, num_classes)
   test_labels = _labels('test_labels', test_labels, num_classes)
   if mode == 'random':
@@ -504,11 +580,20 @@ def get_split(
         f'Split file {path} holds (mode, forget size, classes, seed) = {got}, '
         f'but {want} was requested; {_DELETE_HINT}.')
   sizes = (split.forget.size + split.retain.size,
-           split.test.size + split.forget_test.size)
+           split.test.size + split.val.size + split.forget_test.size)
   if sizes != (train_labels.size, test_labels.size):
     raise SplitError(
         f'Split file {path} covers {sizes} (train, test) examples, but the '
         f'dataset has {(train_labels.size, test_labels.size)}; {_DELETE_HINT}.')
+  kept = test_labels[~np.isin(test_labels, want_classes)]
+  want_val = sum(int(round(val_fraction * np.sum(kept == label)))
+                 for label in np.unique(kept))
+  if split.val.size != want_val or np.isin(test_labels[split.val],
+                                           want_classes).any():
+    raise SplitError(
+        f'Split file {path} holds a validation set of {split.val.size} '
+        f'examples, but val_fraction={val_fraction} asks for {want_val} '
+        f'outside the forgotten classes; {_DELETE_HINT}.')
   if mode == 'class_wise' and (
       not np.isin(train_labels[split.forget], want_classes).all()
       or np.isin(train_labels[split.retain], want_classes).any()):

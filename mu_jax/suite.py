@@ -34,16 +34,19 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from mu_jax import classifiers
+from mu_jax import errors
 from mu_jax import evaluate
+from mu_jax import experiment
 from mu_jax import methods
 from mu_jax import models
 from mu_jax import multiseed
 from mu_jax import parallel
-from mu_jax import pipeline
 from mu_jax import plots
 from mu_jax import report
 from mu_jax import representations
 from mu_jax import splits as splits_lib
+from mu_jax import unlearn
 
 # The literature's names (SalUn, Unlearn-Sparse tables) for table rows.
 LABELS = {'original': 'Original', 'retrain': 'Retrain', 'finetune': 'FT',
@@ -127,7 +130,7 @@ def _check_method_configs(sections: ml_collections.ConfigDict,
   A missing section is therefore an error, never a quiet fallback.
 
   Raises:
-    pipeline.ConfigError: a mode or a method without a section.
+    errors.ConfigError: a mode or a method without a section.
   """
   for mode in modes:
     if mode not in sections:
@@ -135,12 +138,12 @@ def _check_method_configs(sections: ml_collections.ConfigDict,
       hint = (f' (it has sections named after methods, {", ".join(flat)}: '
               'one section per mode, each holding one per method, is needed)'
               if flat else '')
-      raise pipeline.ConfigError(
+      raise errors.ConfigError(
           f'config.suite.method_configs has no {mode!r} section{hint}; '
           'build it with configs/suite.py:method_sections()')
     missing = [n for n in names if n not in sections[mode]]
     if missing:
-      raise pipeline.ConfigError(
+      raise errors.ConfigError(
           f'config.suite.method_configs.{mode} has no section for '
           f'{", ".join(missing)}; build it with '
           'configs/suite.py:method_sections()')
@@ -223,21 +226,28 @@ def _cell_key(config: ml_collections.ConfigDict, split: splits_lib.Split,
       'seed': config.seed, 'split': split.digest(),
       'analysis': [suite.curve_samples, suite.cka_samples,
                    suite.tsne_samples],
-      'method': None if model in BASE_MODELS else _to_json(config.method)}
+      'method': None if model in BASE_MODELS else _to_json(config.method),
+      'guard': None if model in BASE_MODELS else _to_json(config.guard)}
   return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()
                         ).hexdigest()
 
 
 class _Curve:
-  """Forget and retain accuracy on fixed samples during unlearning."""
+  """Forget and retain accuracy on fixed samples during unlearning.
 
-  def __init__(self, exp: pipeline.Experiment, forget: np.ndarray,
+  Under the guard rails a method may run several times (attempts); a step
+  count that starts again marks a new attempt, and `finish` keeps the curve
+  of the attempt whose model was kept.
+  """
+
+  def __init__(self, exp: experiment.Experiment, forget: np.ndarray,
                retain: np.ndarray):
     images, labels = exp.dataset.train_images, exp.dataset.train_labels
     self._exp = exp
     self._sets = {'forget_acc': (images[forget], labels[forget]),
                   'retain_acc': (images[retain], labels[retain])}
     self.points = {'step': [], 'forget_acc': [], 'retain_acc': []}
+    self._attempts = []  # The points of every attempt, in order.
     self._last_step = 0
 
   def record(self, step: int, state):
@@ -251,14 +261,29 @@ class _Curve:
 
   def on_step_end(self, step: int, state, method_state):
     del method_state  # Only the model is evaluated.
+    if step <= self._last_step:  # The guard started another attempt.
+      self._attempts.append(self.points)
+      self.points = {k: v[:1] for k, v in self.points.items()}  # Step 0.
     self._last_step = step
     if step in _CURVE_STEPS:
       self.record(step, state)
 
-  def finish(self, state):
-    """Adds the final point unless the last step was already sampled."""
-    if self._last_step and self.points['step'][-1] != self._last_step:
-      self.record(self._last_step, state)
+  def finish(self, state, guard_report: Mapping[str, Any]):
+    """Keeps the curve of the attempt kept, up to the model kept.
+
+    Args:
+      state: the unlearned model (its point ends the curve).
+      guard_report: the run's guard report ({'enabled': False} without).
+    """
+    attempts = self._attempts + [self.points]
+    kept = guard_report.get('kept', {'attempt': len(attempts),
+                                     'step': self._last_step})
+    points = attempts[kept['attempt'] - 1] if kept['attempt'] else {
+        k: v[:1] for k, v in self.points.items()}  # The original only.
+    end = sum(step <= kept['step'] for step in points['step'])
+    self.points = {k: v[:end] for k, v in points.items()}
+    if self.points['step'][-1] != kept['step']:
+      self.record(kept['step'], state)
 
 
 class _Suite:
@@ -268,7 +293,7 @@ class _Suite:
     self.config = config
     self.methods, self.modes, self.seeds = plan(config)
     self.rerun = rerun_set(config)
-    self.dataset, self.mesh = pipeline.setup(config)
+    self.dataset, self.mesh = experiment.setup(config)
     self.workdir = workdir
     self.fingerprint = self.dataset.fingerprint()
     self.timings = {'multiseed_seconds': 0.0, 'cells': {}}
@@ -324,7 +349,7 @@ class _Suite:
   def todo(self, mode: str, seed: int):
     """The models of (mode, seed) still to run, with the split and keys."""
     config = self.cell_config(mode, seed)
-    split = pipeline.make_split(config, self.dataset)
+    split = experiment.make_split(config, self.dataset)
     keys = {}
     for model in (*BASE_MODELS, *self.methods):
       cell_config = config if model in BASE_MODELS else self.cell_config(
@@ -344,18 +369,18 @@ class _Suite:
         if not todo:
           continue
         config = self.cell_config(mode, seed)
-        exp = pipeline.Experiment(config, self.dataset, self.mesh)
+        exp = experiment.Experiment(config, self.dataset, self.mesh)
         images = self.dataset.train_images
         labels = self.dataset.train_labels
         if not config.init_from:
-          jobs.append(pipeline.classifier_job(exp, 'original', images, labels,
+          jobs.append(classifiers.classifier_job(exp, 'original', images, labels,
                                               ('all', 'all')))
-        jobs.append(pipeline.classifier_job(
+        jobs.append(classifiers.classifier_job(
             exp, 'retrain', images[split.retain], labels[split.retain],
-            (split.name, split.digest())))
+            (split.name, split.train_digest())))
     if jobs:
       start = time.perf_counter()
-      self.models.update(multiseed.train_jobs(jobs, desc='suite'))
+      self.models.update(multiseed.train_jobs(jobs, self.mesh, desc='suite'))
       self.timings['multiseed_seconds'] = time.perf_counter() - start
 
   def run_seed(self, mode: str, seed: int):
@@ -365,16 +390,16 @@ class _Suite:
       logging.info('%s seed %d: all cells done', mode, seed)
       return
     config = self.cell_config(mode, seed)
-    exp = pipeline.Experiment(config, self.dataset, self.mesh)
+    exp = experiment.Experiment(config, self.dataset, self.mesh)
     forget, retain = self.samples(split, seed)
     self.warn_moved_checkpoints(mode, seed, todo)
     original, original_info, retrained, retrain_info = (
-        pipeline.train_classifiers(exp, split))
+        classifiers.train_classifiers(exp, split))
     rows = {m: self.load_cell(mode, seed, m)['metrics']
             for m in BASE_MODELS if m not in todo}
     if 'original' in todo or 'retrain' in todo:
       start = time.perf_counter()
-      rows = {m: pipeline.evaluate_row(exp, s, split, f'eval {m}')
+      rows = {m: exp.evaluate(s, split, f'eval {m}')
               for m, s in (('original', original), ('retrain', retrained))}
       rows['original']['avg_gap'] = evaluate.avg_gap(rows['original'],
                                                      rows['retrain'])
@@ -426,23 +451,24 @@ class _Suite:
             'split': split.name}
     try:
       config = self.cell_config(mode, seed, method)
-      pipeline.normalize_config(config)
+      experiment.check_config(config)
       parallel.check_batch_size(config.method.batch_size, self.mesh,
                                 '--config.suite.method_configs.'
                                 f'{mode}.{method}.batch_size:')
-      exp = pipeline.Experiment(config, self.dataset, self.mesh)
+      exp = experiment.Experiment(config, self.dataset, self.mesh)
       curve = _Curve(exp, forget[:self.config.suite.curve_samples],
                      retain[:self.config.suite.curve_samples])
       curve.record(0, original)
-      state, info, _ = pipeline.unlearn(
+      state, info, _ = unlearn.unlearn(
           exp, original, split, on_step_end=curve.on_step_end,
           every_steps=1)
-      curve.finish(state)
-      row = pipeline.evaluate_row(exp, state, split, f'eval {method}')
+      curve.finish(state, info['guard'])
+      row = exp.evaluate(state, split, f'eval {method}')
       row['avg_gap'] = evaluate.avg_gap(row, retrain_row)
       cell.update(status='ok', metrics=row, seconds=info['seconds'],
                   compile_seconds=info['compile_seconds'],
                   history=info['history'], curve=curve.points,
+                  guard=info['guard'],
                   cka=self.cka(state, original, forget),
                   method_config=_to_json(config.method))
       self.save_features(mode, seed, method, state, forget, retain)
@@ -491,7 +517,7 @@ class _Suite:
         found = [self.load_cell(mode, seed, model) for seed in self.seeds]
         cells[mode][model] = [c for c in found if c is not None]
       config = self.cell_config(mode, self.seeds[0])
-      split = pipeline.make_split(config, self.dataset)
+      split = experiment.make_split(config, self.dataset)
       split_info[mode] = {'name': split.name, 'forget': int(len(split.forget)),
                           'retain': int(len(split.retain)),
                           'test': int(len(split.test)),
@@ -578,6 +604,7 @@ class _Suite:
     cells, split_info = self.collect()
     order = [*BASE_MODELS, *self.methods]
     summary, tables, titles, figures, failures = {}, {}, {}, {}, []
+    guarded = []  # Cells in which the guard rails acted.
     for mode in self.modes:
       summary[mode] = {m: summarize(cs) for m, cs in cells[mode].items()
                        if cs}
@@ -589,6 +616,10 @@ class _Suite:
           if cell['status'] == 'failed':
             failures.append({k: cell[k] for k in ('mode', 'seed', 'model',
                                                   'error')})
+          elif cell.get('guard', {}).get('acted'):
+            guarded.append({'mode': mode, 'seed': cell['seed'],
+                            'model': model,
+                            'summary': cell['guard']['summary']})
     plot_start = time.perf_counter()
     if self.config.suite.plots:
       for mode in self.modes:
@@ -606,6 +637,7 @@ class _Suite:
                     'test': int(len(self.dataset.test_labels))},
         'splits': split_info, 'summary': summary, 'titles': titles,
         'tables': tables, 'table': table, 'failures': failures,
+        'guard': guarded,
         'plots': figures, 'models': self.models, 'timings': self.timings,
         'per_seed': {mode: {model: {c['seed']: c.get('metrics') for c in cs}
                             for model, cs in cells[mode].items()}
@@ -626,6 +658,13 @@ def _write_markdown(path: str, payload: Mapping[str, Any]):
     lines += [f"## {payload['titles'][mode]}", '', payload['tables'][mode],
               '']
     lines += [f'![{p}]({p})' for p in payload['plots'].get(mode, [])] + ['']
+  if payload['guard']:
+    lines += ['## Guard rails', '',
+              'Cells in which the oracle-free guard rails changed the run '
+              '(mu_jax/guard.py):', '']
+    lines += [f"- {LABELS.get(g['model'], g['model'])}, {g['mode']}, seed "
+              f"{g['seed']}: {g['summary']}" for g in payload['guard']]
+    lines.append('')
   if payload['failures']:
     lines += ['## Failures', '']
     for f in payload['failures']:

@@ -13,10 +13,9 @@ therefore sees exactly the batches the uninterrupted run would have seen.
 """
 
 import dataclasses
-import functools
 import time
 import zlib
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +24,7 @@ import tqdm
 
 from mu_jax import augment
 from mu_jax import checkpoint as checkpoint_lib
+from mu_jax import errors
 from mu_jax import parallel
 from mu_jax.methods import base
 
@@ -34,8 +34,17 @@ PyTree = Any
 SplitData = Mapping[str, np.ndarray]
 
 
-class TrainingError(RuntimeError):
+class TrainingError(errors.MuJaxError, RuntimeError):
   """Training diverged or was configured impossibly."""
+
+
+class DivergenceError(TrainingError):
+  """The loss or the weights became NaN or infinite.
+
+  Attributes:
+    compile_seconds: compilation time of the run that diverged.
+  """
+  compile_seconds: float = 0.0
 
 
 class Preprocessing(NamedTuple):
@@ -104,13 +113,17 @@ def phase_step(phase: base.Phase, prep: Preprocessing):
   Returns:
     step(state, method_state, raw_batches, rng) -> phase.update's result;
     raw batches hold uint8 images, normalised (and, if `phase.augment`,
-    cropped and flipped) inside the step.
+    cropped and flipped) inside the step. Splits without images (e.g. a
+    GAN's feature vectors) pass through as they are.
   """
 
   def step(state, method_state, raw_batches, rng):
     aug_rng, update_rng = jax.random.split(rng)
     batches = {}
     for i, (split, raw) in enumerate(sorted(raw_batches.items())):
+      if 'image' not in raw:
+        batches[split] = raw
+        continue
       split_rng = jax.random.fold_in(aug_rng, i) if phase.augment else None
       image = augment.preprocess(
           raw['image'], split_rng, mean=prep.mean, std=prep.std,
@@ -122,21 +135,67 @@ def phase_step(phase: base.Phase, prep: Preprocessing):
   return step
 
 
-def _compiled_step(phase: base.Phase, prep: Preprocessing, mesh, example):
-  """Jits `phase_step` for the mesh."""
-  step = phase_step(phase, prep)
+def _compiled_step(phase: base.Phase, prep: Preprocessing, mesh, example,
+                   group: bool):
+  """Jits `phase_step` for the mesh: (state, method_state, batches, loop_rng,
+  step) -> ..., with the step's rng `fold_in(loop_rng, step)` made inside.
+
+  In a group the program is vmapped over the runs' leading axis (their
+  states, batches and rngs); the step count is shared.
+  """
+  driver_step = phase_step(phase, prep)
+
+  def step(state, method_state, raw_batches, loop_rng, global_step):
+    return driver_step(state, method_state, raw_batches,
+                       jax.random.fold_in(loop_rng, global_step))
+
+  if group:
+    step = jax.vmap(step, in_axes=(0, 0, 0, 0, None))
   replicated = parallel.replicated(mesh)
   jitted = jax.jit(step, donate_argnums=(0,),
                    out_shardings=(replicated, replicated, replicated))
   return jitted.lower(*example).compile()
 
 
+def check_points(plan, checks_per_epoch: int) -> frozenset[int]:
+  """The steps of an epoch (counted from 1) after which a monitor looks.
+
+  The epoch's end, and in an epoch of a single phase `checks_per_epoch`
+  evenly spaced steps; an epoch of several phases (e.g. forget then
+  repair) is looked at only once all of them have run.
+  """
+  total = sum(n for _, n in plan)
+  if len(plan) != 1 or total == 0:
+    return frozenset({total})
+  return frozenset(max(1, round(k * total / checks_per_epoch))
+                   for k in range(1, checks_per_epoch + 1))
+
+
 def _check_finite(metrics: Mapping[str, Any], desc: str, step: int):
   for name, value in metrics.items():
     if not np.isfinite(value):
-      raise TrainingError(
+      raise DivergenceError(
           f'{desc}: {name} became {value} at step {step}; the run diverged, '
           'lower the learning rate (--lr or --config.*.optim.lr)')
+
+
+@dataclasses.dataclass
+class Run:
+  """One training run of a group (`run_group`).
+
+  Attributes:
+    state: its starting TrainState (copied, never donated).
+    data: split name -> `SplitData`, its data on the host.
+    seed: seeds its prepare, batch order and per-step rngs.
+    checkpointer: if given, saves every epoch and resumes from the newest
+      complete checkpoint it holds.
+    checkpoint_meta: extra JSON metadata stored with each checkpoint.
+  """
+  state: Any
+  data: Mapping[str, SplitData]
+  seed: int
+  checkpointer: checkpoint_lib.Checkpointer | None = None
+  checkpoint_meta: Mapping[str, Any] | None = None
 
 
 def run(method: base.Method, state, data: Mapping[str, SplitData], *,
@@ -147,6 +206,8 @@ def run(method: base.Method, state, data: Mapping[str, SplitData], *,
         on_epoch_end: Callable[[int, Any, Any], None] | None = None,
         on_step_end: Callable[[int, Any, Any], None] | None = None,
         every_steps: int = 1,
+        monitor: Callable[[float, int, Any, Any], None] | None = None,
+        checks_per_epoch: int = 1,
         ) -> Result:
   """Runs `method` for `epochs` epochs starting from `state`.
 
@@ -171,106 +232,266 @@ def run(method: base.Method, state, data: Mapping[str, SplitData], *,
       `run_seconds`, so that measuring a run does not change its RTE. It must
       not keep `state`: the next step donates its buffers.
     every_steps: period of `on_step_end`, in steps.
+    monitor: `(epoch, step, state, method_state)` called at the
+      `check_points` of every epoch (`epoch` counts epochs done, fractional
+      within one; `step` the steps done), after the NaN checks. Its time
+      counts as run time: it is part of the method (e.g. the guard rails).
+      It must not keep `state`'s buffers: the next step donates them.
+    checks_per_epoch: see `check_points`.
 
   Returns:
     A `Result`.
+
+  Raises:
+    DivergenceError: a loss or the weights became NaN or infinite.
+    TrainingError: the data or batch sizes do not fit the method.
   """
-  replicated = parallel.replicated(mesh)
-  batch_sharding = parallel.batch_sharded(mesh)
-  splits = sorted({s for p in method.phases.values() for s in p.splits})
-  for split in splits:
-    if split not in data:
-      raise TrainingError(f'{desc}: the method needs split {split!r}')
-    parallel.check_batch_size(batch_size[split], mesh, f'{split}')
+  return _Loop(method, [Run(state, data, seed, checkpointer,
+                            checkpoint_meta)],
+               epochs=epochs, batch_size=batch_size, prep=prep, mesh=mesh,
+               desc=desc).train(on_epoch_end=on_epoch_end,
+                                on_step_end=on_step_end,
+                                every_steps=every_steps, monitor=monitor,
+                                checks_per_epoch=checks_per_epoch)[0]
 
-  start = time.perf_counter()
-  rng = jax.random.key(seed)
-  prepare_rng, loop_rng = jax.random.split(rng)
-  # A real copy: `state` is donated to the compiled steps below.
-  state = jax.tree.map(jnp.copy, jax.device_put(state, replicated))
-  state, method_state = method.prepare(prepare_rng, state)
-  # prepare may create new arrays (fresh inits, teachers) on one device.
-  state, method_state = jax.device_put((state, method_state), replicated)
 
-  positions = {s: 0 for s in splits}
-  first_epoch, previous_seconds, history = 0, 0.0, []
-  if checkpointer is not None and checkpointer.latest_meta() is not None:
-    state, method_state, meta = checkpointer.restore(state, method_state)
-    first_epoch = meta['epoch']
-    positions.update(meta['positions'])
-    previous_seconds = meta.get('run_seconds', 0.0)
-    history = list(meta.get('history', []))
-  streams = {s: BatchStream(s, len(data[s]['label']), batch_size[s], seed,
-                            positions[s]) for s in splits}
+def run_group(method: base.Method, runs: Sequence[Run], *, epochs: int,
+              batch_size: Mapping[str, int], prep: Preprocessing, mesh,
+              desc: str = 'train') -> list[Result]:
+  """Runs `method` once per `Run`, all in one vmapped program.
 
-  def host_batches(phase):
-    out = {}
-    for split in phase.splits:
-      idx = streams[split].next()
-      out[split] = {k: v[idx] for k, v in data[split].items()}
-    return jax.device_put(out, batch_sharding)
+  N runs of a small model pay the per-step costs N times (host batching,
+  dispatch, reading metrics back) and leave most of an accelerator idle;
+  here every step advances all of them. Each run follows exactly the
+  schedule `run` gives it (initialisation, batch order, augmentation and
+  step rngs come from its own seed), so the weights equal those of N calls
+  of `run` up to float rounding. The runs must have the same shapes (the
+  same recipe and data sizes) and, when resumed, stand at the same epoch.
+  Each run's `run_seconds` is the group's time divided by N.
 
-  run_seconds = time.perf_counter() - start
-  compile_start = time.perf_counter()
-  steps = {}
-  for name, phase in method.phases.items():
-    example = {s: {k: jax.ShapeDtypeStruct(
-        (batch_size[s], *v.shape[1:]), v.dtype, sharding=batch_sharding)
-                   for k, v in data[s].items()} for s in phase.splits}
-    steps[name] = _compiled_step(phase, prep, mesh,
-                                 (state, method_state, example, loop_rng))
-  compile_seconds = time.perf_counter() - compile_start
+  Whether this is faster depends on the hardware: XLA turns a vmapped
+  convolution (different weights per run) into a grouped convolution, which
+  GPUs run well but XLA's CPU backend computes as one dense convolution N
+  times as large (`tools/bench_multiseed.py` measures both).
 
-  start = time.perf_counter()
-  hook_seconds = 0.0  # Time in on_step_end, left out of run_seconds.
-  total = sum(n for e in range(first_epoch, epochs) for _, n in method.plan(e))
-  global_step = sum(n for e in range(first_epoch) for _, n in method.plan(e))
-  with tqdm.tqdm(total=total, desc=desc, unit='step', mininterval=2.0,
-                 dynamic_ncols=True) as bar:
-    for epoch in range(first_epoch, epochs):
-      sums, counts, pending = {}, {}, None
-      for phase_name, num_steps in method.plan(epoch):
-        phase = method.phases[phase_name]
-        for _ in range(num_steps):
-          step_rng = jax.random.fold_in(loop_rng, global_step)
-          state, method_state, metrics = steps[phase_name](
-              state, method_state, host_batches(phase), step_rng)
-          # Read the previous step's metrics while this one runs.
+  Returns:
+    One `Result` per run, in order.
+
+  Raises:
+    DivergenceError: a run's loss or weights became NaN or infinite.
+    TrainingError: the runs do not fit together, or the data the method.
+  """
+  return _Loop(method, runs, epochs=epochs, batch_size=batch_size,
+               prep=prep, mesh=mesh, desc=desc).train()
+
+
+class _Loop:
+  """The training loop of `run` (one run) and `run_group` (vmapped runs)."""
+
+  def __init__(self, method: base.Method, runs: Sequence[Run], *,
+               epochs: int, batch_size: Mapping[str, int],
+               prep: Preprocessing, mesh, desc: str):
+    self.method, self.runs, self.epochs = method, list(runs), epochs
+    self.batch_size, self.prep, self.mesh, self.desc = (batch_size, prep,
+                                                        mesh, desc)
+    self.group = len(self.runs) > 1
+    self.splits = sorted({s for p in method.phases.values()
+                          for s in p.splits})
+    for split in self.splits:
+      for r in self.runs:
+        if split not in r.data:
+          raise TrainingError(f'{desc}: the method needs split {split!r}')
+      parallel.check_batch_size(batch_size[split], mesh, f'{split}')
+
+  def _desc(self, i: int) -> str:
+    return f'{self.desc} (seed {self.runs[i].seed})' if self.group else (
+        self.desc)
+
+  def _start(self):
+    """Prepares (or restores) every run; stacks them in a group."""
+    replicated = parallel.replicated(self.mesh)
+    states, method_states, self.loop_rngs = [], [], []
+    self.first_epoch, self.previous, self.histories = None, [], []
+    self.streams = []
+    for r in self.runs:
+      prepare_rng, loop_rng = jax.random.split(jax.random.key(r.seed))
+      # A real copy: the state is donated to the compiled steps.
+      state = jax.tree.map(jnp.copy, jax.device_put(r.state, replicated))
+      state, method_state = self.method.prepare(prepare_rng, state)
+      # prepare may create new arrays (fresh inits, teachers) on one device.
+      state, method_state = jax.device_put((state, method_state), replicated)
+      positions, epoch, previous, history = {s: 0 for s in self.splits}, 0, (
+          0.0), []
+      if (r.checkpointer is not None
+          and r.checkpointer.latest_meta() is not None):
+        state, method_state, meta = r.checkpointer.restore(state,
+                                                           method_state)
+        epoch, previous = meta['epoch'], meta.get('run_seconds', 0.0)
+        positions.update(meta['positions'])
+        history = list(meta.get('history', []))
+      if self.first_epoch not in (None, epoch):
+        raise TrainingError(f'{self.desc}: runs of one group must resume at '
+                            'the same epoch')
+      self.first_epoch = epoch
+      self.previous.append(previous)
+      self.histories.append(history)
+      self.streams.append({s: BatchStream(s, len(r.data[s]['label']),
+                                          self.batch_size[s], r.seed,
+                                          positions[s])
+                           for s in self.splits})
+      if self.group:
+        # Static fields of stacked pytrees must be equal, not equivalent:
+        # the first run's optimizer and apply function serve all.
+        state = state.replace(tx=self.runs[0].state.tx,
+                              apply_fn=self.runs[0].state.apply_fn)
+      states.append(state)
+      method_states.append(method_state)
+      self.loop_rngs.append(loop_rng)
+    if not self.group:
+      return states[0], method_states[0], self.loop_rngs[0]
+    stack = lambda trees: jax.tree.map(lambda *x: jnp.stack(x), *trees)
+    return stack(states), stack(method_states), jnp.stack(self.loop_rngs)
+
+  def _unstacked(self, tree, i: int):
+    return jax.tree.map(lambda x: x[i], tree) if self.group else tree
+
+  def _host_batches(self, phase):
+    per_run = []
+    for r, streams in zip(self.runs, self.streams):
+      out = {}
+      for split in phase.splits:
+        idx = streams[split].next()
+        out[split] = {k: v[idx] for k, v in r.data[split].items()}
+      per_run.append(out)
+    batches = per_run[0] if not self.group else jax.tree.map(
+        lambda *x: np.stack(x), *per_run)
+    return jax.device_put(batches, self.batch_sharding)
+
+  def _compile(self, state, method_state, loop_rng):
+    lead = (len(self.runs),) if self.group else ()
+    data = self.runs[0].data
+    steps = {}
+    for name, phase in self.method.phases.items():
+      example = {s: {k: jax.ShapeDtypeStruct(
+          (*lead, self.batch_size[s], *v.shape[1:]), v.dtype,
+          sharding=self.batch_sharding)
+                     for k, v in data[s].items()} for s in phase.splits}
+      steps[name] = _compiled_step(
+          phase, self.prep, self.mesh,
+          (state, method_state, example, loop_rng, jnp.int32(0)), self.group)
+    return steps
+
+  def _accumulate(self, pending, sums, counts, step):
+    phase_name, metrics = pending
+    values = jax.device_get(metrics)
+    prefix = '' if phase_name == 'main' else f'{phase_name}/'
+    for i in range(len(self.runs)):
+      run_values = {k: (v[i] if self.group else v) for k, v in values.items()}
+      _check_finite(run_values, f'{self._desc(i)} ({phase_name})', step)
+      for k, v in run_values.items():
+        sums[i][prefix + k] = sums[i].get(prefix + k, 0.0) + float(v)
+        counts[i][prefix + k] = counts[i].get(prefix + k, 0) + 1
+
+  def _check_params(self, state, step):
+    for i in range(len(self.runs)):
+      _check_params_finite(self._unstacked(state.params, i), self._desc(i),
+                           step)
+
+  def train(self, *, on_epoch_end=None, on_step_end=None, every_steps=1,
+            monitor=None, checks_per_epoch=1) -> list[Result]:
+    """Trains every run to `epochs`; one `Result` per run."""
+    if self.group and (on_epoch_end or on_step_end or monitor):
+      raise TrainingError(f'{self.desc}: callbacks take one run, not a group')
+    self.batch_sharding = parallel.batch_sharded(
+        self.mesh, leading_axes=1 if self.group else 0)
+    start = time.perf_counter()
+    state, method_state, loop_rng = self._start()
+    run_seconds = time.perf_counter() - start
+    compile_start = time.perf_counter()
+    steps = self._compile(state, method_state, loop_rng)
+    compile_seconds = time.perf_counter() - compile_start
+
+    method, n = self.method, len(self.runs)
+    start = time.perf_counter()
+    hook_seconds = 0.0  # Time in on_step_end, left out of run_seconds.
+    first, epochs = self.first_epoch, self.epochs
+    total = sum(k for e in range(first, epochs) for _, k in method.plan(e))
+    global_step = sum(k for e in range(first) for _, k in method.plan(e))
+    try:
+      with tqdm.tqdm(total=total, desc=self.desc + (f' x{n}' if self.group
+                                                     else ''),
+                     unit='step', mininterval=2.0, dynamic_ncols=True) as bar:
+        for epoch in range(first, epochs):
+          plan = method.plan(epoch)
+          looks = (check_points(plan, checks_per_epoch) if monitor else
+                   frozenset())
+          epoch_steps = sum(k for _, k in plan)
+          sums, counts = [{} for _ in range(n)], [{} for _ in range(n)]
+          pending, done = None, 0
+          for phase_name, num_steps in plan:
+            phase = method.phases[phase_name]
+            for _ in range(num_steps):
+              state, method_state, metrics = steps[phase_name](
+                  state, method_state, self._host_batches(phase), loop_rng,
+                  jnp.int32(global_step))
+              # Read the previous step's metrics while this one runs.
+              if pending is not None:
+                self._accumulate(pending, sums, counts, global_step)
+              pending = (phase_name, metrics)
+              global_step += 1
+              done += 1
+              bar.update()
+              if on_step_end is not None and global_step % every_steps == 0:
+                # Waiting for the step is training time; only the hook is
+                # not.
+                jax.block_until_ready(state)
+                hook_start = time.perf_counter()
+                on_step_end(global_step, state, method_state)
+                hook_seconds += time.perf_counter() - hook_start
+              if done in looks:
+                self._accumulate(pending, sums, counts, global_step)
+                pending = None
+                self._check_params(state, global_step)
+                monitor(epoch + done / epoch_steps, global_step, state,
+                        method_state)
           if pending is not None:
-            _accumulate(pending, sums, counts, desc, global_step)
-          pending = (phase_name, metrics)
-          global_step += 1
-          bar.update()
-          if on_step_end is not None and global_step % every_steps == 0:
-            # Waiting for the step is training time; only the hook is not.
+            self._accumulate(pending, sums, counts, global_step)
+          # A finite loss can hide non-finite weights (e.g. the last step's
+          # update); never save or hand on such a model.
+          self._check_params(state, global_step)
+          for i in range(n):
+            self.histories[i].append({k: sums[i][k] / counts[i][k]
+                                      for k in sums[i]})
+          bar.set_postfix({k: f'{v:.3g}'
+                           for k, v in self.histories[0][-1].items()},
+                          refresh=False)
+          if on_epoch_end is not None:
+            on_epoch_end(epoch, state, method_state)
+          if any(r.checkpointer for r in self.runs):
             jax.block_until_ready(state)
-            hook_start = time.perf_counter()
-            on_step_end(global_step, state, method_state)
-            hook_seconds += time.perf_counter() - hook_start
-      if pending is not None:
-        _accumulate(pending, sums, counts, desc, global_step)
-      # A finite loss can hide non-finite weights (e.g. the last step's
-      # update); never save or hand on such a model.
-      _check_params_finite(state.params, desc, global_step)
-      epoch_metrics = {k: sums[k] / counts[k] for k in sums}
-      history.append(epoch_metrics)
-      bar.set_postfix({k: f'{v:.3g}' for k, v in epoch_metrics.items()},
-                      refresh=False)
-      if on_epoch_end is not None:
-        on_epoch_end(epoch, state, method_state)
-      if checkpointer is not None:
-        jax.block_until_ready(state)
-        meta = dict(checkpoint_meta or {}, epoch=epoch + 1,
-                    epochs=epochs, done=epoch + 1 == epochs,
-                    positions={s: streams[s].position for s in splits},
-                    history=history,
-                    run_seconds=previous_seconds + run_seconds +
-                    time.perf_counter() - start - hook_seconds)
-        checkpointer.save(global_step, state, method_state, meta)
-  jax.block_until_ready(state)
-  run_seconds += time.perf_counter() - start - hook_seconds
-  return Result(state, method_state, history, previous_seconds + run_seconds,
-                compile_seconds, first_epoch)
+            elapsed = (run_seconds + time.perf_counter() - start -
+                       hook_seconds) / n
+            for i, r in enumerate(self.runs):
+              if r.checkpointer is None:
+                continue
+              meta = dict(r.checkpoint_meta or {}, epoch=epoch + 1,
+                          epochs=epochs, done=epoch + 1 == epochs,
+                          positions={s: self.streams[i][s].position
+                                     for s in self.splits},
+                          history=self.histories[i],
+                          run_seconds=self.previous[i] + elapsed)
+              r.checkpointer.save(global_step, self._unstacked(state, i),
+                                  self._unstacked(method_state, i), meta)
+    except DivergenceError as e:
+      e.compile_seconds = compile_seconds
+      raise
+    jax.block_until_ready(state)
+    run_seconds = (run_seconds + time.perf_counter() - start -
+                   hook_seconds) / n
+    return [Result(self._unstacked(state, i),
+                   self._unstacked(method_state, i), self.histories[i],
+                   self.previous[i] + run_seconds, compile_seconds, first)
+            for i in range(n)]
 
 
 def _check_params_finite(params, desc: str, step: int):
@@ -278,24 +499,19 @@ def _check_params_finite(params, desc: str, step: int):
       jnp.logical_and, jax.tree.map(lambda x: jnp.all(jnp.isfinite(x)),
                                     params), True)
   if not bool(finite):
-    raise TrainingError(
+    raise DivergenceError(
         f'{desc}: the weights became NaN or infinite by step {step}; the run '
         'diverged, lower the learning rate (--lr or --config.*.optim.lr)')
-
-
-def _accumulate(pending, sums, counts, desc, step):
-  phase_name, metrics = pending
-  values = jax.device_get(metrics)
-  _check_finite(values, f'{desc} ({phase_name})', step)
-  prefix = '' if phase_name == 'main' else f'{phase_name}/'
-  for k, v in values.items():
-    sums[prefix + k] = sums.get(prefix + k, 0.0) + float(v)
-    counts[prefix + k] = counts.get(prefix + k, 0) + 1
 
 
 def split_data(images: np.ndarray, labels: np.ndarray, **extra) -> SplitData:
   """Builds a `SplitData` dict (labels as int32, the dtype steps expect)."""
   return {'image': images, 'label': labels.astype(np.int32), **extra}
+
+
+# Compiled once per (mean, std), not per call of `iterate_in_order`.
+_normalize = parallel.compile_function(augment.normalize,
+                                       static_argnames=('mean', 'std'))
 
 
 def iterate_in_order(data: SplitData, batch_size: int, prep: Preprocessing,
@@ -307,8 +523,6 @@ def iterate_in_order(data: SplitData, batch_size: int, prep: Preprocessing,
   """
   n_dev = mesh.devices.size
   sharding = parallel.batch_sharded(mesh)
-  normalize = jax.jit(functools.partial(augment.normalize, mean=prep.mean,
-                                        std=prep.std))
   n = len(data['label'])
   for start in range(0, n, batch_size):
     batch = {k: v[start:start + batch_size] for k, v in data.items()}
@@ -320,5 +534,6 @@ def iterate_in_order(data: SplitData, batch_size: int, prep: Preprocessing,
     batch['mask'] = np.concatenate([np.ones(real, np.float32),
                                     np.zeros(pad, np.float32)])
     batch = jax.device_put(batch, sharding)
-    batch['image'] = normalize(batch['image'])
+    batch['image'] = _normalize(batch['image'], mean=tuple(prep.mean),
+                                std=tuple(prep.std))
     yield batch

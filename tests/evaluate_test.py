@@ -1,6 +1,5 @@
 """Evaluation: per-example outputs, the metric row and Avg. Gap by hand."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -65,7 +64,7 @@ class EvaluateTest(absltest.TestCase):
     self.assertBetween(row['mia_loss_auc'], 0.0, 1.0)
 
   def test_avg_gap_is_the_mean_of_four_absolute_gaps(self):
-    # SalUn's 10% row against Retrain (ANCHORS.md 2.5): 1.15.
+    # SalUn's 10% row against Retrain (SalUn, Table 1): 1.15.
     retrain = {'unlearn_acc': 5.24, 'retain_acc': 100.0, 'test_acc': 94.26,
                'mia_efficacy': 12.88}
     salun = {'unlearn_acc': 2.85, 'retain_acc': 99.62, 'test_acc': 93.93,

@@ -16,8 +16,11 @@ from absl.testing import absltest
 from absl.testing import parameterized
 
 from mu_jax import augmentation
+from mu_jax import errors
+from mu_jax import experiment
 from mu_jax import models
-from mu_jax import pipeline
+from mu_jax import parallel
+from mu_jax import unlearn
 from mu_jax.augmentation import arpl
 from mu_jax.augmentation import opengan
 from mu_jax.augmentation import simple
@@ -134,14 +137,13 @@ class ArplTrainingTest(absltest.TestCase):
     images = np.where(labels[:, None, None, None] == 0, 220, 30) + rng.integers(
         0, 30, (16, *shape))
     images = jnp.asarray(images.astype(np.uint8))
-    params = arpl.init_params(config, shape, 2, jax.random.key(0))
-    opt_state = arpl.init_opt_state(config, params)
-    step = arpl.make_train_step(config, shape)
+    state = arpl.new_state(config, shape, 2, jax.random.key(0))
+    step = jax.jit(arpl.method(config, shape, 1).phases['main'].update)
+    batch = {'train': {'image': images.astype(jnp.float32) / 255.0,
+                       'label': jnp.asarray(labels, jnp.int32)}}
     losses = []
     for i in range(40):
-      params, opt_state, metrics = step(params, opt_state, images,
-                                        jnp.asarray(labels),
-                                        jax.random.key(i))
+      state, _, metrics = step(state, (), batch, jax.random.key(i))
       losses.append(float(metrics['loss_D']))
     self.assertLess(np.mean(losses[-5:]), losses[0] - 0.1)
 
@@ -151,12 +153,13 @@ class ArplTrainingTest(absltest.TestCase):
     labels = test_util.tiny_labels(32, num_classes=3)
     with tempfile.TemporaryDirectory() as tmp:
       recipe = {'arpl': config.to_dict()}
+      mesh = parallel.make_mesh(1)
       params, info = arpl.train_or_restore(config, images, labels, 3, 0,
-                                           f'{tmp}/arpl', recipe)
+                                           f'{tmp}/arpl', recipe, mesh)
       self.assertFalse(info['reused'])
       self.assertEqual(len(info['history']), 1)
       again, info = arpl.train_or_restore(config, images, labels, 3, 0,
-                                          f'{tmp}/arpl', recipe)
+                                          f'{tmp}/arpl', recipe, mesh)
       self.assertTrue(info['reused'])
       jax.tree.map(np.testing.assert_array_equal, params, again)
     fake, fake_labels = arpl.generate(config, params, (8, 8, 3), 3,
@@ -171,7 +174,7 @@ def _tiny_opengan_config(**overrides):
   config = opengan.opengan_config()
   config.update({'epochs': 2, 'batch_size': 16, 'nz': 8,
                  'hidden_g': (16, 16), 'hidden_d': (16, 8),
-                 'num_candidates': 4, 'log_every': 1, **overrides})
+                 'num_candidates': 4, **overrides})
   return config
 
 
@@ -198,13 +201,12 @@ class OpenGanTest(parameterized.TestCase):
     # far from what the freshly initialised generator produces (about 0).
     real = jnp.asarray(3.0 + 0.3 * np.random.default_rng(0).normal(
         size=(32, 8)), jnp.float32)
-    params = opengan.init_params(config, 8, jax.random.key(0))
-    opt_state = opengan.init_opt_state(config, params)
-    step = opengan.make_train_step(config, 8)
+    state = opengan.new_state(config, 8, jax.random.key(0))
+    step = jax.jit(opengan.method(config, 8, 1).phases['main'].update)
+    batch = {'features': {'feature': real}}
     losses = []
     for i in range(30):
-      params, opt_state, metrics = step(params, opt_state, real,
-                                        jax.random.key(i))
+      state, _, metrics = step(state, (), batch, jax.random.key(i))
       losses.append(float(metrics['loss_D']))
     self.assertAlmostEqual(losses[0], 2 * np.log(2), delta=0.1)
     self.assertLess(np.mean(losses[-5:]), losses[0] - 0.3)
@@ -249,18 +251,19 @@ class OpenGanTest(parameterized.TestCase):
     features = np.random.default_rng(0).normal(size=(20, 6)).astype(
         np.float32)
     with tempfile.TemporaryDirectory() as tmp:
+      mesh = parallel.make_mesh(1)
       params, info = opengan.train_or_restore(config, features, 0,
-                                              f'{tmp}/gan', {'a': 1})
+                                              f'{tmp}/gan', {'a': 1}, mesh)
       self.assertFalse(info['reused'])
       self.assertLen(info['history'], 2)
-      self.assertEqual(set(info['history'][0]), {'epoch', 'loss_D',
-                                                 'loss_G'})
+      self.assertEqual(set(info['history'][0]), {'loss_D', 'loss_G'})
       again, info = opengan.train_or_restore(config, features, 0,
-                                             f'{tmp}/gan', {'a': 1})
+                                             f'{tmp}/gan', {'a': 1}, mesh)
       self.assertTrue(info['reused'])
       jax.tree.map(np.testing.assert_array_equal, params, again)
       with self.assertRaisesRegex(Exception, 'another recipe'):
-        opengan.train_or_restore(config, features, 0, f'{tmp}/gan', {'a': 2})
+        opengan.train_or_restore(config, features, 0, f'{tmp}/gan', {'a': 2},
+                                 mesh)
 
 
 class PipelineTest(absltest.TestCase):
@@ -270,8 +273,8 @@ class PipelineTest(absltest.TestCase):
       config = test_util.smoke_config(tmp)
       config.method.data_augment = 'simple'
       config.method.augment_num = 7
-      dataset = pipeline._load_data(config)
-      exp = pipeline.Experiment(config, dataset, mesh=None)
+      dataset = experiment._load_data(config)
+      exp = experiment.Experiment(config, dataset, mesh=None)
       forget = np.arange(3)
       data = {'forget': {'image': dataset.train_images[forget],
                          'label': dataset.train_labels[forget]},
@@ -280,7 +283,7 @@ class PipelineTest(absltest.TestCase):
                         'is_forget': np.array([1, 1, 1, 0, 0], np.float32)},
               'retain': {'image': dataset.train_images[3:5],
                          'label': dataset.train_labels[3:5]}}
-      out = pipeline._augment_forget(exp, data)
+      out = unlearn._with_extra_forget(exp, data)
       self.assertLen(out['forget']['label'], 10)
       self.assertLen(out['mixed']['label'], 12)
       np.testing.assert_array_equal(out['mixed']['is_forget'],
@@ -290,24 +293,25 @@ class PipelineTest(absltest.TestCase):
   def test_config_checks(self):
     config = test_util.smoke_config('/nonexistent')
     config.method.data_augment = 'opengan'  # With finetune: refused.
-    with self.assertRaisesRegex(pipeline.ConfigError,
+    with self.assertRaisesRegex(errors.ConfigError,
                                 'opengan works inside.*finetune'):
-      pipeline.normalize_config(config)
+      experiment.check_config(config)
     for name in ('scrub', 'bad_teaching'):
       config.method.name = name
-      pipeline.normalize_config(config)
+      experiment.check_config(config)
     config.method.data_augment = 'aplr'
-    pipeline.normalize_config(config)
+    experiment.check_config(config)
     self.assertEqual(config.method.data_augment, 'arpl')
     self.assertIn('arpl', augmentation.SAMPLE_AUGMENTS)
 
 
   def test_forget_batch_is_clamped_to_a_small_forget_set(self):
-    self.assertEqual(pipeline.fit_forget_batch(256, 50, 1), 50)
-    self.assertEqual(pipeline.fit_forget_batch(256, 50, 4), 48)
-    self.assertEqual(pipeline.fit_forget_batch(32, 50, 4), 32)
+    one, four = parallel.make_mesh(1), parallel.make_mesh(4)
+    self.assertEqual(unlearn.fit_forget_batch(256, 50, one), 50)
+    self.assertEqual(unlearn.fit_forget_batch(256, 50, four), 48)
+    self.assertEqual(unlearn.fit_forget_batch(32, 50, four), 32)
     # Fewer samples than devices: left to the driver's error.
-    self.assertEqual(pipeline.fit_forget_batch(8, 3, 4), 8)
+    self.assertEqual(unlearn.fit_forget_batch(8, 3, four), 8)
 
 
 class CommandLineTest(parameterized.TestCase):
@@ -346,7 +350,7 @@ class CommandLineTest(parameterized.TestCase):
       self.assertEqual(result.returncode, 0, result.stderr[-3000:])
       self.assertIn('larger than the forget set (20 samples); using 20',
                     result.stderr)
-      self.assertIn('opengan epoch', result.stderr)
+      self.assertIn('train opengan', result.stderr)
       with open(f'{tmp}/run/report.json') as f:
         report = json.load(f)
       augment = report['augmentation']

@@ -10,14 +10,11 @@ import subprocess
 import sys
 import tempfile
 
-import ml_collections
-import numpy as np
 from absl.testing import absltest
 
 from mu_jax import checkpoint as checkpoint_lib
 from mu_jax import pipeline
 from mu_jax import splits as splits_lib
-from mu_jax import train
 from tests import test_util
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

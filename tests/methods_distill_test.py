@@ -1,6 +1,5 @@
 """Bad Teaching and SCRUB: frozen teachers, what each phase does, variants."""
 
-import math
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +10,7 @@ from absl.testing import parameterized
 
 from configs import bad_teaching as bad_teaching_config
 from configs import scrub as scrub_config
+from configs import default
 from mu_jax import losses
 from mu_jax import models
 from mu_jax import optim
@@ -82,7 +82,7 @@ def _setup(module, epochs=2, with_simclr=False, with_opengan=False,
       simclr=_simclr(model) if with_simclr else None,
       # The width-4 CNN's penultimate features have 4 * 4 entries.
       feature_augment=_opengan_hook() if with_opengan else None)
-  config = module.get_config()
+  config = default.method_config(module.__name__.rsplit('.', 1)[-1])
   config.epochs = epochs
   for path, value in overrides.items():  # 'optim.lr' sets config.optim.lr.
     *parents, leaf = path.split('.')
@@ -101,6 +101,23 @@ def _run(method, state, data, epochs=2, num_devices=1, **kwargs):
   return train.run(method, state, data, epochs=epochs, batch_size=_BATCH,
                    seed=0, prep=_PREP, mesh=parallel.make_mesh(num_devices),
                    **kwargs)
+
+
+def _away_from_teacher(prepare):
+  """`prepare`, then the student's head moved a little from its teacher's.
+
+  Exactly at its teacher a student's KL is 0 and its gradient pure float
+  rounding, so the distillation phases would have nothing real to follow.
+  """
+
+  def wrapped(rng, state):
+    state, method_state = prepare(rng, state)
+    noise = jax.random.normal(jax.random.key(1), (4,)) * 0.1
+    head = dict(state.params['Dense_1'])
+    head['bias'] = head['bias'] + noise
+    return state.replace(params={**state.params, 'Dense_1': head}), method_state
+
+  return wrapped
 
 
 def _images(data, split):
@@ -248,13 +265,8 @@ class ScrubTest(parameterized.TestCase):
   def _phase_steps(self, phase, num_steps, **overrides):
     """Runs `num_steps` of one phase on one fixed batch; returns metrics."""
     method, state, data, _ = _setup(scrub, **overrides)
-    state, method_state = method.prepare(jax.random.key(0), state)
-    # A student a little away from its teacher: exactly at it, the KL's
-    # gradient is 0 and the max phase has nothing to follow.
-    noise = jax.random.normal(jax.random.key(1), (4,)) * 0.1
-    head = dict(state.params['Dense_1'])
-    head['bias'] = head['bias'] + noise
-    state = state.replace(params={**state.params, 'Dense_1': head})
+    state, method_state = _away_from_teacher(method.prepare)(
+        jax.random.key(0), state)
     split = method.phases[phase].splits[0]
     batch = {split: {'image': _images(data, split)[:8],
                      'label': jnp.asarray(data[split]['label'][:8])}}
@@ -277,9 +289,8 @@ class ScrubTest(parameterized.TestCase):
     history = self._phase_steps('min', 6, **{'optim.lr': 1e-2})
     self.assertLess(history[-1]['loss'], 0.9 * history[0]['loss'])
 
-  def test_capstone_runs_and_pushes_forget_away(self):
-    method, state, data, _ = _setup(scrub, variant='capstone', temperature=1.0,
-                                    **{'optim.lr': 3e-3, 'optim.name': 'adam'})
+  def test_capstone_runs(self):
+    method, state, data, _ = _setup(scrub, variant='capstone')
     self.assertEqual(method.plan(0), [('main', 4)])
     result = _run(method, state, data, epochs=3)
     _assert_trees_equal(result.method_state['teacher']['params'],
@@ -287,8 +298,30 @@ class ScrubTest(parameterized.TestCase):
     for epoch in result.history:
       self.assertEqual(set(epoch), {'loss', 'forget_kl', 'retain_kl'})
       self.assertTrue(all(np.isfinite(v) for v in epoch.values()))
-    self.assertGreater(result.history[-1]['forget_kl'],
-                       result.history[-1]['retain_kl'])
+
+  def test_capstone_pushes_forget_away(self):
+    method, state, data, _ = _setup(scrub, variant='capstone', temperature=1.0,
+                                    **{'optim.lr': 3e-3, 'optim.name': 'adam'})
+    state, method_state = _away_from_teacher(method.prepare)(
+        jax.random.key(0), state)
+    # One fixed batch of 8 forget and 8 retain samples.
+    rows = slice(_N_FORGET - 8, _N_FORGET + 8)
+    batch = {'mixed': {k: jnp.asarray(v[rows])
+                       for k, v in data['mixed'].items() if k != 'image'}}
+    batch['mixed']['image'] = _images(data, 'mixed')[rows]
+    update = jax.jit(method.phases['main'].update)
+    history = []
+    for _ in range(12):
+      state, method_state, metrics = update(state, method_state, batch,
+                                            jax.random.key(0))
+      history.append(jax.device_get(metrics))
+    # The forget KL grows fast and twice as fast as the retain KL (which the
+    # shared weights drag along on this random data): factors far beyond
+    # float rounding on any CPU.
+    self.assertGreater(history[-1]['forget_kl'],
+                       10 * history[1]['forget_kl'])
+    self.assertGreater(history[-1]['forget_kl'],
+                       1.5 * history[-1]['retain_kl'])
 
   def test_capstone_batches_with_no_or_one_forget_sample(self):
     method, state, data, _ = _setup(scrub, variant='capstone')

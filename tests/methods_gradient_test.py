@@ -14,6 +14,7 @@ import optax
 from absl.testing import absltest
 from absl.testing import parameterized
 
+from configs import default
 from mu_jax import models
 from mu_jax import optim
 from mu_jax import parallel
@@ -44,7 +45,7 @@ def _run(module, overrides=None, *, epochs=2, batch=16, devices=1,
   """Runs `module` from a fresh tiny CNN; returns (start state, result)."""
   data = data or _data()
   mesh = parallel.make_mesh(devices)
-  config = module.get_config()
+  config = default.method_config(module.__name__.rsplit('.', 1)[-1])
   config.update(overrides or {})
   config.optim.update(optim_overrides or {})
   model = models.create(ml_collections.ConfigDict(
@@ -60,7 +61,7 @@ def _run(module, overrides=None, *, epochs=2, batch=16, devices=1,
       batch_size={s: batch for s in data}, init_variables=init_variables,
       iterate=lambda s: train.iterate_in_order(data[s], batch, _PREP, mesh))
   method = module.make(config, ctx)
-  # As pipeline._unlearn: the optimizer comes from config.method.optim.
+  # As unlearn.run_method: the optimizer comes from config.method.optim.
   tx = optim.make_optimizer(config.optim, sum(n for _, n in method.plan(0)),
                             epochs)
   state = state_lib.create(model, tx, (8, 8, 1), jax.random.key(0))
@@ -230,7 +231,7 @@ class MethodsTest(parameterized.TestCase):
                        steps_per_epoch={'forget': 2},
                        batch_size={'forget': 16}, init_variables=None,
                        iterate=None)
-    config = neggrad.get_config()
+    config = default.method_config('neggrad')
     config.variant = 'capstone'
     method = neggrad.make(config, ctx)
     update = method.phases['main'].update
@@ -337,6 +338,29 @@ class MethodsTest(parameterized.TestCase):
     expected = jax.jit(jax.grad(full_loss))(state.params)
     for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(expected)):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+  def test_salun_is_not_random_labels(self):
+    # The same run with and without the mask: SalUn keeps every weight
+    # outside the salient fraction at its start, RL moves most of them.
+    overrides = {'optim_overrides': {'lr': 0.05}, 'epochs': 2}
+    start, rl = _run(random_label, **overrides)
+    _, su = _run(salun, {'mask_ratio': 0.2}, **overrides)
+    frozen = moved_by_rl = 0
+    for m, old, a, b in zip(jax.tree.leaves(su.method_state['mask']),
+                            jax.tree.leaves(start.params),
+                            jax.tree.leaves(rl.state.params),
+                            jax.tree.leaves(su.state.params)):
+      m, old, a, b = map(np.asarray, (m, old, a, b))
+      np.testing.assert_array_equal(b[m == 0], old[m == 0])
+      frozen += int(np.sum(m == 0))
+      moved_by_rl += int(np.sum(a[m == 0] != old[m == 0]))
+    self.assertGreater(moved_by_rl, 0.5 * frozen)
+
+  def test_salun_warns_when_its_mask_selects_everything_touched(self):
+    with self.assertLogs('absl', level='WARNING') as logs:
+      _run(salun, {'mask_ratio': 1.0}, epochs=1)
+    self.assertTrue(any('behaves as random labels' in line
+                        for line in logs.output), logs.output)
 
   def test_salun_bad_ratio(self):
     with self.assertRaisesRegex(ValueError, 'mask_ratio'):

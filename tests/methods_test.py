@@ -10,6 +10,7 @@ import numpy as np
 from absl.testing import absltest
 from absl.testing import parameterized
 
+from configs import default
 from mu_jax import methods
 from mu_jax import models
 from mu_jax import optim
@@ -35,7 +36,7 @@ def _tiny_data():
 
 
 def _run_method(name: str, mesh):
-  config = methods.get_config(name)
+  config = default.method_config(name)
   config.epochs = 1
   config.batch_size = _BATCH
   config.forget_batch_size = 0
@@ -76,7 +77,7 @@ class MethodsTest(parameterized.TestCase):
 
   @parameterized.parameters(*methods.AVAILABLE)
   def test_config_and_interface(self, name):
-    config = methods.get_config(name)
+    config = default.method_config(name)
     self.assertEqual(methods.canonical_name(config.name), name)
     for field in ('epochs', 'batch_size', 'optim', 'variant', 'loss_weight'):
       self.assertIn(field, config)

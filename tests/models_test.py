@@ -29,7 +29,7 @@ class ModelsTest(parameterized.TestCase):
     self.assertEqual(features.shape, (2, feature_dim))
 
   def test_resnet18_matches_the_cifar_resnet18(self):
-    # 11,173,962 parameters for 10 classes, as in PyTorch (ENV.md section 4).
+    # 11,173,962 parameters for 10 classes, as torchvision's CIFAR variant.
     model = models.create(ml_collections.ConfigDict({'name': 'resnet18'}), 10)
     shapes = jax.eval_shape(model.init, jax.random.key(0),
                             jnp.ones((1, 32, 32, 3)))

@@ -14,10 +14,11 @@ import numpy as np
 from absl.testing import absltest
 
 from mu_jax import checkpoint as checkpoint_lib
+from mu_jax import classifiers
 from mu_jax import data as data_lib
+from mu_jax import experiment
 from mu_jax import multiseed
 from mu_jax import parallel
-from mu_jax import pipeline
 from mu_jax import splits as splits_lib
 from mu_jax import train
 from tests import test_util
@@ -46,7 +47,7 @@ def _experiments(tmp: str, model: str = 'cnn', seeds=_SEEDS):
   for seed in seeds:
     seed_config = copy.deepcopy(config)
     seed_config.seed = seed
-    out.append(pipeline.Experiment(seed_config, dataset, mesh))
+    out.append(experiment.Experiment(seed_config, dataset, mesh))
   return out
 
 
@@ -55,13 +56,13 @@ def _jobs(experiments, kind: str):
   for exp in experiments:
     images, labels = exp.dataset.train_images, exp.dataset.train_labels
     if kind == 'original':
-      jobs.append(pipeline.classifier_job(exp, kind, images, labels,
+      jobs.append(classifiers.classifier_job(exp, kind, images, labels,
                                           ('all', 'all')))
     else:
-      split = pipeline.make_split(exp.config, exp.dataset)
-      jobs.append(pipeline.classifier_job(
+      split = experiment.make_split(exp.config, exp.dataset)
+      jobs.append(classifiers.classifier_job(
           exp, kind, images[split.retain], labels[split.retain],
-          (split.name, split.digest())))
+          (split.name, split.train_digest())))
   return jobs
 
 
@@ -86,7 +87,7 @@ class MultiseedTest(absltest.TestCase):
   def _check_equals_sequential(self, model: str, kind: str, seeds=_SEEDS):
     with tempfile.TemporaryDirectory() as tmp:
       jobs = _jobs(_experiments(tmp, model, seeds), kind)
-      infos = multiseed.train_jobs(jobs)
+      infos = multiseed.train_jobs(jobs, parallel.make_mesh(1))
       for job in jobs:
         self.assertEqual(infos[job.name]['seeds'], len(seeds))
         expected = train.run(
@@ -122,18 +123,20 @@ class MultiseedTest(absltest.TestCase):
     with tempfile.TemporaryDirectory() as tmp:
       experiments = _experiments(tmp)
       multiseed.train_jobs(_jobs(experiments, 'original') +
-                           _jobs(experiments, 'retrain'))
+                           _jobs(experiments, 'retrain'),
+                           parallel.make_mesh(1))
       exp = experiments[1]
-      split = pipeline.make_split(exp.config, exp.dataset)
+      split = experiment.make_split(exp.config, exp.dataset)
       with mock.patch.object(train, 'run', side_effect=AssertionError(
           'trained again')):
-        original, info, _, retrain_info = pipeline.train_classifiers(
+        original, info, _, retrain_info = classifiers.train_classifiers(
             exp, split)
       self.assertTrue(info['reused'])
       self.assertTrue(retrain_info['reused'])
       self.assertGreater(info['seconds'], 0)
       # A second multiseed call finds everything done.
-      again = multiseed.train_jobs(_jobs(experiments, 'original'))
+      again = multiseed.train_jobs(_jobs(experiments, 'original'),
+                                   parallel.make_mesh(1))
       self.assertTrue(all(i['reused'] for i in again.values()))
       self.assertEqual(again[_jobs(experiments, 'original')[1].name]['seeds'],
                        len(_SEEDS))
@@ -154,12 +157,12 @@ class MultiseedTest(absltest.TestCase):
       with mock.patch.object(checkpoint_lib.Checkpointer, 'save',
                              save_then_die):
         with self.assertRaises(KeyboardInterrupt):
-          multiseed.train_jobs(jobs)
+          multiseed.train_jobs(jobs, parallel.make_mesh(1))
       self.assertEqual(_restore(jobs[0])[2]['epoch'], 1)
-      infos = multiseed.train_jobs(jobs)
+      infos = multiseed.train_jobs(jobs, parallel.make_mesh(1))
       with tempfile.TemporaryDirectory() as fresh:
         reference = _jobs(_experiments(fresh), 'original')
-        multiseed.train_jobs(reference)
+        multiseed.train_jobs(reference, parallel.make_mesh(1))
         for job, ref in zip(jobs, reference):
           self.assertFalse(infos[job.name]['reused'])
           _assert_trees_close(self, _restore(job)[0].params,
@@ -169,11 +172,13 @@ class MultiseedTest(absltest.TestCase):
   def test_checkpoint_of_another_recipe_is_refused(self):
     with tempfile.TemporaryDirectory() as tmp:
       experiments = _experiments(tmp)
-      multiseed.train_jobs(_jobs(experiments[:1], 'original'))
+      multiseed.train_jobs(_jobs(experiments[:1], 'original'),
+                           parallel.make_mesh(1))
       experiments[0].config.train.optim.lr = 0.5
       with self.assertRaisesRegex(checkpoint_lib.CheckpointError,
                                   'another recipe'):
-        multiseed.train_jobs(_jobs(experiments[:1], 'original'))
+        multiseed.train_jobs(_jobs(experiments[:1], 'original'),
+                           parallel.make_mesh(1))
 
   def test_split_sizes_are_the_same_across_seeds(self):
     # What lets one program train all seeds' retrain models.

@@ -149,6 +149,62 @@ class InvariantsTest(parameterized.TestCase):
       split.seed = 3  # pytype: disable=annotation-type-mismatch
 
 
+class ValidationSetTest(parameterized.TestCase):
+
+  @_FAST
+  @hypothesis.given(
+      m=st.integers(10, 400),
+      fraction=st.floats(0.0, 0.9),
+      class_wise=st.booleans(),
+      seed=st.integers(0, 2**32 - 1),
+  )
+  def test_val_is_a_stratified_part_of_the_kept_test_set(
+      self, m, fraction, class_wise, seed):
+    test_labels = _labels(m, 5, seed + 1)
+    kwargs = (dict(mode='class_wise', forget_classes=(1, 3)) if class_wise
+              else dict(mode='random', forget_num=7))
+    try:
+      split = splits.make_split(_labels(60, 5, seed), test_labels, 5,
+                                seed=seed, val_fraction=fraction, **kwargs)
+    except splits.SplitError as e:  # Only when nothing is left to test on.
+      self.assertIn('leaves no test examples', str(e))
+      return
+    # test, val and forget_test partition the test set.
+    union = np.concatenate([split.test, split.val, split.forget_test])
+    np.testing.assert_array_equal(np.sort(union), np.arange(m))
+    self.assertEmpty(np.intersect1d(split.val, split.test))
+    self.assertFalse(np.isin(test_labels[split.val],
+                             split.forget_classes).any())
+    for label in set(test_labels) - set(split.forget_classes):
+      in_class = np.sum(test_labels == label)
+      self.assertEqual(np.sum(test_labels[split.val] == label),
+                       round(fraction * in_class))
+
+  def test_forget_set_does_not_depend_on_the_validation_set(self):
+    without = _random(val_fraction=0.0)
+    with_val = _random(val_fraction=0.5)
+    np.testing.assert_array_equal(without.forget, with_val.forget)
+    self.assertEqual(without.train_digest(), with_val.train_digest())
+    self.assertNotEqual(without.digest(), with_val.digest())
+    self.assertEqual(with_val.val.size, 10)
+    self.assertEqual(with_val.test.size, 10)
+    # The draw is seeded: the same seed, the same validation set.
+    np.testing.assert_array_equal(_random(val_fraction=0.5).val, with_val.val)
+    self.assertFalse(np.array_equal(_random(val_fraction=0.5, seed=1).val,
+                                    with_val.val))
+
+  def test_bad_fraction(self):
+    for fraction in (-0.1, 1.0):
+      with self.assertRaisesRegex(splits.SplitError, 'val_fraction'):
+        _random(val_fraction=fraction)
+
+  def test_overlapping_val_is_refused(self):
+    split = _random(val_fraction=0.5)
+    with self.assertRaisesRegex(splits.SplitError, 'disjoint'):
+      dataclasses.replace(split, val=split.test[:1].tolist() + split.val[1:]
+                          .tolist())
+
+
 class ErrorsTest(parameterized.TestCase):
 
   @parameterized.named_parameters(
@@ -237,7 +293,9 @@ class SaveLoadTest(parameterized.TestCase):
 
   @parameterized.parameters(_random, _class_wise)
   def test_round_trip(self, make):
-    split = make(forget_classes=(1, 4)) if make is _class_wise else make()
+    split = (make(forget_classes=(1, 4), val_fraction=0.3)
+             if make is _class_wise else make(val_fraction=0.3))
+    self.assertNotEmpty(split.val)
     path = splits.save_split(split, os.path.join(self.directory, 'new'), 'fp')
     self.assertEqual(os.path.basename(path), f'split_{split.name}_s0.npz')
     # Only the final file: the temporary file was renamed, not left behind.
@@ -249,7 +307,7 @@ class SaveLoadTest(parameterized.TestCase):
     self.assertEqual(loaded.mode, split.mode)
     self.assertEqual(loaded.seed, split.seed)
     self.assertEqual(loaded.forget_classes, split.forget_classes)
-    for name in ('forget', 'retain', 'test', 'forget_test'):
+    for name in ('forget', 'retain', 'test', 'forget_test', 'val'):
       np.testing.assert_array_equal(getattr(loaded, name), getattr(split, name))
       self.assertEqual(getattr(loaded, name).dtype, np.int64)
 
@@ -314,6 +372,8 @@ class SaveLoadTest(parameterized.TestCase):
       ('bad_mode', dict(mode=np.str_('nope')), 'invalid split'),
       ('missing_key', dict(), 'lacks'),
       ('version', dict(format_version=np.int64(99)), 'format version'),
+      ('no_validation_set', dict(format_version=np.int64(1)),
+       'without a validation set.*same forget set'),
   )
   def test_hand_edited_file_refused(self, changes, message):
     path = splits.save_split(_random(), self.directory, 'fp')
@@ -361,6 +421,12 @@ class GetSplitTest(parameterized.TestCase):
     with mock.patch.object(splits, 'make_split', side_effect=AssertionError):
       second = self._get(**kwargs)
     self.assertEqual(second, first)
+
+  def test_refuses_another_validation_fraction(self):
+    self._get(val_fraction=0.2)
+    self._get(val_fraction=0.2)  # Reused.
+    with self.assertRaisesRegex(splits.SplitError, 'validation set of 10'):
+      self._get(val_fraction=0.4)
 
   def test_reuses_saved_indices_not_a_new_draw(self):
     # A file from another numpy version could hold a different draw; the saved

@@ -17,9 +17,10 @@ import numpy as np
 from absl.testing import absltest
 
 from configs import suite as suite_config
+from mu_jax import errors
 from mu_jax import methods
-from mu_jax import pipeline
 from mu_jax import suite
+from mu_jax import unlearn as unlearn_lib
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -193,12 +194,12 @@ class PlanTest(absltest.TestCase):
     config = suite_config.get_config('smoke')
     # The layout that once gave class-wise cells the random settings.
     config.suite.method_configs = config.suite.method_configs.random
-    with self.assertRaisesRegex(pipeline.ConfigError,
+    with self.assertRaisesRegex(errors.ConfigError,
                                 "no 'random' section.*neggrad"):
       suite.plan(config)
     config = suite_config.get_config('smoke')
     del config.suite.method_configs.class_wise['scrub']
-    with self.assertRaisesRegex(pipeline.ConfigError,
+    with self.assertRaisesRegex(errors.ConfigError,
                                 'class_wise has no section for scrub'):
       suite.plan(config)
     config.suite.modes = 'random'  # Only the modes that run need one.
@@ -206,11 +207,11 @@ class PlanTest(absltest.TestCase):
 
 
 class _CountingUnlearn:
-  """Wraps pipeline.unlearn; raises KeyboardInterrupt at call `kill_at`."""
+  """Wraps unlearn.unlearn; raises KeyboardInterrupt at call `kill_at`."""
 
   def __init__(self, kill_at=None):
     self.calls, self.kill_at = [], kill_at
-    self._real = pipeline.unlearn
+    self._real = unlearn_lib.unlearn
 
   def __call__(self, exp, *args, **kwargs):
     self.calls.append((exp.config.split.mode, exp.config.seed,
@@ -226,21 +227,21 @@ class SuiteRunTest(absltest.TestCase):
     with tempfile.TemporaryDirectory() as tmp:
       config = tiny_config(tmp)
       killed = _CountingUnlearn(kill_at=3)
-      with mock.patch.object(pipeline, 'unlearn', killed):
+      with mock.patch.object(unlearn_lib, 'unlearn', killed):
         with self.assertRaises(KeyboardInterrupt):
           suite.run(config, f'{tmp}/w')
       self.assertFalse(os.path.exists(f'{tmp}/w/report.json'))
       # report_only: a report of the finished cells, nothing run.
       config.suite.report_only = True
       idle = _CountingUnlearn()
-      with mock.patch.object(pipeline, 'unlearn', idle):
+      with mock.patch.object(unlearn_lib, 'unlearn', idle):
         partial = suite.run(config, f'{tmp}/w')
       self.assertEqual(idle.calls, [])
       self.assertEqual((partial['summary']['random']['finetune']['n'],
                         partial['summary']['random']['neggrad']['n']), (1, 1))
       config.suite.report_only = False
       resumed = _CountingUnlearn()
-      with mock.patch.object(pipeline, 'unlearn', resumed):
+      with mock.patch.object(unlearn_lib, 'unlearn', resumed):
         result = suite.run(config, f'{tmp}/w')
       # Cells 1 and 2 were finished before the kill; 3 and 4 run now.
       self.assertEqual(killed.calls[:2], [('random', 0, 'finetune'),
@@ -263,7 +264,7 @@ class SuiteRunTest(absltest.TestCase):
       self.assertEqual(seeds_together, {2})
       # A third run has nothing left to do and reports the same numbers.
       idle = _CountingUnlearn()
-      with mock.patch.object(pipeline, 'unlearn', idle):
+      with mock.patch.object(unlearn_lib, 'unlearn', idle):
         again = suite.run(config, f'{tmp}/w')
       self.assertEqual(idle.calls, [])
       self.assertEqual(again['summary'], report['summary'])
@@ -272,11 +273,12 @@ class SuiteRunTest(absltest.TestCase):
     with tempfile.TemporaryDirectory() as tmp:
       config = tiny_config(tmp, 'neggrad,finetune', seeds=1)
       config.suite.method_configs.random.neggrad.optim.lr = 1e30  # Diverges.
+      config.guard.enabled = False  # As configured: no step-size retries.
       result = suite.run(config, f'{tmp}/w')
       self.assertLen(result['failures'], 1)
       failure = result['failures'][0]
       self.assertEqual((failure['model'], failure['seed']), ('neggrad', 0))
-      self.assertIn('TrainingError', failure['error'])
+      self.assertIn('DivergenceError', failure['error'])
       self.assertIn('diverged', failure['error'])
       summary = result['summary']['random']
       self.assertEqual((summary['neggrad']['n'], summary['finetune']['n']),
@@ -290,7 +292,7 @@ class SuiteRunTest(absltest.TestCase):
       # Not retried when asked so; retried (and fixed) with a new setting.
       config.suite.retry_failed = False
       calls = _CountingUnlearn()
-      with mock.patch.object(pipeline, 'unlearn', calls):
+      with mock.patch.object(unlearn_lib, 'unlearn', calls):
         suite.run(config, f'{tmp}/w')
       self.assertEqual(calls.calls, [])
       config.suite.method_configs.random.neggrad.optim.lr = 1e-3
@@ -299,7 +301,7 @@ class SuiteRunTest(absltest.TestCase):
       # Named in suite.rerun (e.g. after a code change): run again.
       config.suite.rerun = 'FT'
       calls = _CountingUnlearn()
-      with mock.patch.object(pipeline, 'unlearn', calls):
+      with mock.patch.object(unlearn_lib, 'unlearn', calls):
         suite.run(config, f'{tmp}/w')
       self.assertEqual(calls.calls, [('random', 0, 'finetune')])
       config.suite.rerun = 'nope'
@@ -313,13 +315,13 @@ class SuiteRunTest(absltest.TestCase):
       config.suite.method_configs.random.neggrad.optim.lr = 2e-3
       config.suite.method_configs.class_wise.neggrad.optim.lr = 3e-4
       seen = []
-      real = pipeline.unlearn
+      real = unlearn_lib.unlearn
 
-      def unlearn(exp, *args, **kwargs):
+      def recording_unlearn(exp, *args, **kwargs):
         seen.append((exp.config.split.mode, exp.config.method.optim.lr))
         return real(exp, *args, **kwargs)
 
-      with mock.patch.object(pipeline, 'unlearn', unlearn):
+      with mock.patch.object(unlearn_lib, 'unlearn', recording_unlearn):
         suite.run(config, f'{tmp}/w')
       self.assertEqual(seen, [('random', 2e-3), ('class_wise', 3e-4)])
       for mode, lr in (('random', 2e-3), ('class_wise', 3e-4)):
@@ -328,7 +330,7 @@ class SuiteRunTest(absltest.TestCase):
       # A new class-wise setting reruns the class-wise cell only.
       config.suite.method_configs.class_wise.neggrad.optim.lr = 1e-4
       seen.clear()
-      with mock.patch.object(pipeline, 'unlearn', unlearn):
+      with mock.patch.object(unlearn_lib, 'unlearn', recording_unlearn):
         suite.run(config, f'{tmp}/w')
       self.assertEqual(seen, [('class_wise', 1e-4)])
 

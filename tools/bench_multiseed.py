@@ -5,7 +5,7 @@
 
 Trains the original and the random-split retrain model of each seed twice,
 into fresh temporary checkpoint folders: first seed by seed, as
-`pipeline.train_classifiers` does without the suite, then all seeds together
+`classifiers.train_classifiers` does without the suite, then all seeds together
 with `multiseed.train_jobs` (one vmapped program per kind). Prints the wall
 times (with and without compilation), the speed-up and the largest weight
 difference between the two, which should be float rounding.
@@ -36,11 +36,12 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from mu_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from mu_jax import classifiers  # pylint: disable=g-import-not-at-top
+  from mu_jax import experiment  # pylint: disable=g-import-not-at-top
   from mu_jax import multiseed  # pylint: disable=g-import-not-at-top
-  from mu_jax import pipeline  # pylint: disable=g-import-not-at-top
 
   config = _CONFIG.value
-  dataset, mesh = pipeline.setup(config)
+  dataset, mesh = experiment.setup(config)
   seeds = [config.seed + i for i in range(_SEEDS.value)]
 
   def experiments(checkpoint_dir):
@@ -51,15 +52,15 @@ def main(argv):
         seed_config.seed = seed
         seed_config.split.mode = 'random'
         seed_config.checkpoint_dir = checkpoint_dir
-      exp = pipeline.Experiment(seed_config, dataset, mesh)
-      out.append((exp, pipeline.make_split(seed_config, dataset)))
+      exp = experiment.Experiment(seed_config, dataset, mesh)
+      out.append((exp, experiment.make_split(seed_config, dataset)))
     return out
 
   with tempfile.TemporaryDirectory() as tmp:
     start = time.perf_counter()
     sequential_compile = 0.0
     for exp, split in experiments(f'{tmp}/sequential'):
-      _, original_info, _, retrain_info = pipeline.train_classifiers(exp,
+      _, original_info, _, retrain_info = classifiers.train_classifiers(exp,
                                                                      split)
       sequential_compile += (original_info['compile_seconds'] +
                              retrain_info['compile_seconds'])
@@ -69,12 +70,12 @@ def main(argv):
     jobs = []
     for exp, split in experiments(f'{tmp}/vmapped'):
       images, labels = dataset.train_images, dataset.train_labels
-      jobs += [pipeline.classifier_job(exp, 'original', images, labels,
+      jobs += [classifiers.classifier_job(exp, 'original', images, labels,
                                        ('all', 'all')),
-               pipeline.classifier_job(
+               classifiers.classifier_job(
                    exp, 'retrain', images[split.retain], labels[split.retain],
-                   (split.name, split.digest()))]
-    infos = multiseed.train_jobs(jobs, desc='bench')
+                   (split.name, split.train_digest()))]
+    infos = multiseed.train_jobs(jobs, mesh, desc='bench')
     vmapped = time.perf_counter() - start
     vmapped_compile = sum({i['group_seconds']: i['compile_seconds']
                            for i in infos.values()}.values())

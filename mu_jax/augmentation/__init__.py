@@ -1,4 +1,4 @@
-"""Forget-set augmentation (`--data_augment`, `--augment_num`; SEED.md 8).
+"""Forget-set augmentation (`--data_augment`, `--augment_num`; kklusd/Unlearning).
 
 * `simple`: augmented copies of forget images (augmentation/simple.py).
 * `arpl`: confusing samples from an ARPL generator (augmentation/arpl.py).
@@ -56,11 +56,10 @@ def shrink(config: ml_collections.ConfigDict):
   config.opengan.hidden_g = (32, 32)
   config.opengan.hidden_d = (32, 16)
   config.opengan.num_candidates = 8
-  config.opengan.log_every = 5
 
 
 def extra_forget(config: ml_collections.ConfigDict, dataset,
-                 forget_images: np.ndarray, forget_labels: np.ndarray):
+                 forget_images: np.ndarray, forget_labels: np.ndarray, mesh):
   """The `augment_num` extra forget samples that config.method asks for.
 
   Args:
@@ -69,6 +68,7 @@ def extra_forget(config: ml_collections.ConfigDict, dataset,
     dataset: the `data.Dataset` (ARPL trains on its whole train set).
     forget_images: uint8 [N, H, W, C] forget images.
     forget_labels: [N] their labels.
+    mesh: the device mesh the ARPL networks train on.
 
   Returns:
     (uint8 images [M, H, W, C], int32 labels [M], info dict); M = 0 when
@@ -91,7 +91,7 @@ def extra_forget(config: ml_collections.ConfigDict, dataset,
                            f'{dataset.name}_arpl_s{config.seed}')
   params, info = arpl.train_or_restore(
       arpl_config, dataset.train_images, dataset.train_labels,
-      dataset.num_classes, config.seed, directory, recipe)
+      dataset.num_classes, config.seed, directory, recipe, mesh)
   images, labels = arpl.generate(arpl_config, params,
                                  dataset.train_images.shape[1:],
                                  dataset.num_classes, rng, n)
@@ -100,7 +100,7 @@ def extra_forget(config: ml_collections.ConfigDict, dataset,
 
 def feature_hook(config: ml_collections.ConfigDict, dataset, original,
                  forget_images: np.ndarray, split_digest: str,
-                 split_name: str):
+                 split_name: str, mesh):
   """Trains or reloads the OpenGAN of this forget set; returns its hook.
 
   Args:
@@ -112,6 +112,7 @@ def feature_hook(config: ml_collections.ConfigDict, dataset, original,
     forget_images: uint8 [N, H, W, C], the un-augmented forget set.
     split_digest: the split's digest (the GAN depends on the forget set).
     split_name: the split's name, for the checkpoint folder.
+    mesh: the device mesh it trains on.
 
   Returns:
     (opengan.FeatureHook, info) with info = {'seconds', 'reused',
@@ -132,5 +133,32 @@ def feature_hook(config: ml_collections.ConfigDict, dataset, original,
       f'{dataset.name}_{models.tag(config.model)}_{split_name}_opengan'
       f'_s{config.seed}')
   params, info = opengan.train_or_restore(gan_config, features, config.seed,
-                                          directory, recipe)
+                                          directory, recipe, mesh)
   return opengan.make_hook(gan_config, params, features.shape[1]), info
+
+
+def report(method_config: ml_collections.ConfigDict, num_augmented: int,
+           info: dict) -> dict:
+  """The report's 'augmentation' entry.
+
+  Args:
+    method_config: config.method (data_augment, augment_num).
+    num_augmented: extra samples added to the forget set (0 for opengan,
+      which substitutes features inside the loss instead).
+    info: the generator's training info ({} without a generator).
+
+  Returns:
+    {'method', 'augment_num', 'num_augmented', 'generator_seconds' (its
+    training time; that of the run that trained it when reused),
+    'generator_reused', 'checkpoint', 'history'}.
+  """
+  name = method_config.data_augment
+  return {'method': name,
+          # As configured; opengan does not use it (neither did the original).
+          'augment_num': (int(method_config.augment_num)
+                          if name != 'none' else None),
+          'num_augmented': int(num_augmented),
+          'generator_seconds': info.get('seconds'),
+          'generator_reused': info.get('reused'),
+          'checkpoint': info.get('checkpoint'),
+          'history': info.get('history')}

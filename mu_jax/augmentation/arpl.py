@@ -1,7 +1,8 @@
 """`--data_augment arpl`: confusing samples from an ARPL generator.
 
 ARPL (Chen et al., 2021, "Adversarial Reciprocal Points Learning"), as the
-original project's vendored `arplood.py` trained it (SEED.md 8.2): a
+original project's vendored `arplood.py` trained it (kklusd/Unlearning,
+after iCGY96/ARPL): a
 classifier whose logits come from reciprocal points P,
   logits = d_l2(x, P) - <x, P>,   d_l2(x, P_k) = ||x - P_k||^2 / D,
   L = CE(logits / temp) + weight_pl * max(0, mean((x - P_y)^2) - R + 1),
@@ -15,22 +16,25 @@ Images are fed to the ARPL networks on the [0, 1] scale, as in the original.
 """
 
 import functools
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import tqdm
-from absl import logging
 
 from mu_jax import checkpoint as checkpoint_lib
+from mu_jax import optim
+from mu_jax import parallel
+from mu_jax import state as state_lib
+from mu_jax import train
+from mu_jax.methods import base
 from mu_jax.models import gan
 
 
 def arpl_config() -> ml_collections.ConfigDict:
-  """Settings of ARPL training (config.augmentation.arpl); SEED.md 8.2."""
+  """Settings of ARPL training (config.augmentation.arpl), after `arplood.py`."""
   config = ml_collections.ConfigDict()
   config.epochs = 3  # Original: 50 (a ResNet-34 on GPU); short on CPU.
   config.batch_size = 128
@@ -94,37 +98,58 @@ def make_models(config, image_shape) -> Models:
 
 
 def init_params(config, image_shape, num_classes: int, rng) -> dict:
-  """{'net', 'points', 'radius', 'G', 'D'}."""
+  """{'classifier': {'net', 'points', 'radius'}, 'G', 'D'}."""
   models = make_models(config, image_shape)
   net_rng, p_rng, g_rng, d_rng = jax.random.split(rng, 4)
   image = jnp.zeros((1, *image_shape), jnp.float32)
   return {
-      'net': models.net.init(net_rng, image)['params'],
-      'points': 0.1 * jax.random.normal(p_rng,
-                                        (num_classes, config.feature_dim)),
-      'radius': jnp.zeros(()),
+      'classifier': {
+          'net': models.net.init(net_rng, image)['params'],
+          'points': 0.1 * jax.random.normal(
+              p_rng, (num_classes, config.feature_dim)),
+          'radius': jnp.zeros(()),
+      },
       'G': models.generator.init(g_rng, jnp.zeros((1, config.nz)))['params'],
       'D': models.discriminator.init(d_rng, image)['params'],
   }
 
 
-def _optimizers(config):
-  net_tx = optax.adam(config.lr)
+def _optimizers(config) -> dict[str, optax.GradientTransformation]:
   gan_tx = optax.adam(config.gan_lr, b1=0.5, b2=0.999)
-  return net_tx, gan_tx
+  return {'classifier': optax.adam(config.lr), 'G': gan_tx, 'D': gan_tx}
 
 
-def make_train_step(config, image_shape):
-  """A jitted (params, opt_states, images uint8, labels, rng) step."""
+def new_state(config, image_shape, num_classes: int,
+              rng: jax.Array) -> state_lib.TrainState:
+  """Classifier, generator and discriminator as one TrainState, each with
+  its own optimizer (`optim.per_part`)."""
+  params = init_params(config, image_shape, num_classes, rng)
+  tx = optim.per_part(_optimizers(config))
+  return state_lib.TrainState(
+      step=jnp.zeros((), jnp.int32), params=params, model_state={},
+      opt_state=tx.init(params),
+      apply_fn=make_models(config, image_shape).generator.apply, tx=tx)
+
+
+def method(config, image_shape, steps_per_epoch: int) -> base.Method:
+  """ARPL's joint training as a driver method over the split 'train'.
+
+  Per step, on a batch of real images (scaled to [0, 1] by the driver's
+  preprocessing): a discriminator step, a generator step (fool D and confuse
+  the classifier), then a classifier step (ARPL on the real images plus the
+  entropy term on fresh fakes), each with its own optimizer.
+  """
   models = make_models(config, image_shape)
-  net_tx, gan_tx = _optimizers(config)
+  txs = _optimizers(config)
 
-  def step(params, opt_state, images, labels, rng):
-    real = images.astype(jnp.float32) / 255.0
+  def update(state, method_state, batches, rng):
+    real, labels = batches['train']['image'], batches['train']['label']
+    params, opt_state = state.params, state.opt_state
     z_rng, z2_rng = jax.random.split(rng)
     batch = real.shape[0]
     z = jax.random.normal(z_rng, (batch, config.nz))
     fake = models.generator.apply({'params': params['G']}, z)
+    classifier = params['classifier']
 
     # Discriminator: real -> 1, fake -> 0.
     def d_loss_fn(d_params):
@@ -132,112 +157,84 @@ def make_train_step(config, image_shape):
       return _bce(d(real), 1.0) + _bce(d(jax.lax.stop_gradient(fake)), 0.0)
 
     d_loss, d_grads = jax.value_and_grad(d_loss_fn)(params['D'])
-    d_updates, d_opt = gan_tx.update(d_grads, opt_state['D'], params['D'])
-    d_params = optax.apply_updates(params['D'], d_updates)
+    d_params, d_opt = optim.step_part(txs['D'], d_grads, opt_state['D'],
+                                      params['D'])
 
     # Generator: fool D, and confuse the classifier (high entropy).
     def g_loss_fn(g_params):
       fake = models.generator.apply({'params': g_params}, z)
       gan_loss = _bce(models.discriminator.apply({'params': d_params}, fake),
                       1.0)
-      features = models.net.apply({'params': params['net']}, fake)
-      return gan_loss + config.beta * fake_loss(features, params['points'])
+      features = models.net.apply({'params': classifier['net']}, fake)
+      return gan_loss + config.beta * fake_loss(features, classifier['points'])
 
     g_loss, g_grads = jax.value_and_grad(g_loss_fn)(params['G'])
-    g_updates, g_opt = gan_tx.update(g_grads, opt_state['G'], params['G'])
-    g_params = optax.apply_updates(params['G'], g_updates)
+    g_params, g_opt = optim.step_part(txs['G'], g_grads, opt_state['G'],
+                                      params['G'])
 
     # Classifier and criterion: ARPL on real data + entropy on fresh fakes.
     fresh = jax.lax.stop_gradient(models.generator.apply(
         {'params': g_params}, jax.random.normal(z2_rng, (batch, config.nz))))
-    net_keys = ('net', 'points', 'radius')
 
-    def net_loss_fn(net_params):
-      features = models.net.apply({'params': net_params['net']}, real)
-      loss, logits = arpl_loss(features, labels, net_params['points'],
-                               net_params['radius'], config.temp,
+    def net_loss_fn(c_params):
+      features = models.net.apply({'params': c_params['net']}, real)
+      loss, logits = arpl_loss(features, labels, c_params['points'],
+                               c_params['radius'], config.temp,
                                config.weight_pl)
-      fake_features = models.net.apply({'params': net_params['net']}, fresh)
+      fake_features = models.net.apply({'params': c_params['net']}, fresh)
       total = loss + config.beta * fake_loss(fake_features,
-                                             net_params['points'])
+                                             c_params['points'])
       return total, (loss, jnp.mean(jnp.argmax(logits, -1) == labels))
 
-    net_params = {k: params[k] for k in net_keys}
-    (_, (net_loss, acc)), n_grads = jax.value_and_grad(
-        net_loss_fn, has_aux=True)(net_params)
-    n_updates, n_opt = net_tx.update(n_grads, opt_state['net'], net_params)
-    net_params = optax.apply_updates(net_params, n_updates)
+    (_, (net_loss, accuracy)), c_grads = jax.value_and_grad(
+        net_loss_fn, has_aux=True)(classifier)
+    c_params, c_opt = optim.step_part(txs['classifier'], c_grads,
+                                      opt_state['classifier'], classifier)
+    state = state.replace(
+        step=state.step + 1,
+        params={'classifier': c_params, 'G': g_params, 'D': d_params},
+        opt_state={'classifier': c_opt, 'G': g_opt, 'D': d_opt})
+    return state, method_state, {'loss': net_loss, 'accuracy': accuracy,
+                                 'loss_D': d_loss, 'loss_G': g_loss}
 
-    new_params = {**net_params, 'G': g_params, 'D': d_params}
-    new_opt = {'net': n_opt, 'G': g_opt, 'D': d_opt}
-    metrics = {'loss': net_loss, 'accuracy': acc, 'loss_D': d_loss,
-               'loss_G': g_loss}
-    return new_params, new_opt, metrics
-
-  return jax.jit(step)
-
-
-def init_opt_state(config, params):
-  net_tx, gan_tx = _optimizers(config)
-  return {'net': net_tx.init({k: params[k] for k in
-                              ('net', 'points', 'radius')}),
-          'G': gan_tx.init(params['G']), 'D': gan_tx.init(params['D'])}
-
-
-def train(config, images: np.ndarray, labels: np.ndarray, num_classes: int,
-          seed: int) -> tuple[dict, list[dict]]:
-  """Trains the ARPL classifier and generator; returns (params, history)."""
-  image_shape = images.shape[1:]
-  rng = jax.random.key(seed)
-  params = init_params(config, image_shape, num_classes, rng)
-  opt_state = init_opt_state(config, params)
-  step = make_train_step(config, image_shape)
-  batch = min(config.batch_size, len(labels))
-  steps = len(labels) // batch
-  order_rng = np.random.default_rng(seed)
-  history = []
-  with tqdm.tqdm(total=steps * config.epochs, desc='train arpl',
-                 unit='step', mininterval=2.0) as bar:
-    for epoch in range(config.epochs):
-      order = order_rng.permutation(len(labels))
-      sums = {}
-      for i in range(steps):
-        idx = order[i * batch:(i + 1) * batch]
-        params, opt_state, metrics = step(
-            params, opt_state, jnp.asarray(images[idx]),
-            jnp.asarray(labels[idx], jnp.int32),
-            jax.random.fold_in(rng, epoch * steps + i))
-        for k, v in metrics.items():
-          sums[k] = sums.get(k, 0.0) + float(v)
-        bar.update(1)
-      row = {'epoch': epoch + 1, **{k: v / steps for k, v in sums.items()}}
-      logging.info('arpl epoch %d: %s', epoch + 1, row)
-      history.append(row)
-  return params, history
+  return base.single_phase(update, ('train',), steps_per_epoch)
 
 
 def train_or_restore(config, images, labels, num_classes: int, seed: int,
-                     directory: str, recipe: dict) -> tuple[dict, dict]:
-  """Trains ARPL into `directory` (Orbax), or reuses a finished run there.
+                     directory: str, recipe: dict, mesh) -> tuple[dict, dict]:
+  """Trains ARPL into `directory`, or reuses (or resumes) it there.
 
   Returns:
     (params, info) with info = {'seconds', 'reused', 'checkpoint', 'history'}.
   """
-  return checkpoint_lib.train_or_reuse(
-      directory, recipe, 'an ARPL generator',
-      template=lambda: init_params(config, images.shape[1:], num_classes,
-                                   jax.random.key(seed)),
-      train=lambda: train(config, images, labels, num_classes, seed),
-      step=int(config.epochs))
+  image_shape = images.shape[1:]
+  channels = image_shape[-1]
+  batch = parallel.fit_batch_size(int(config.batch_size), len(labels), mesh)
+  template = jax.device_put(new_state(config, image_shape, num_classes,
+                                      jax.random.key(seed)),
+                            parallel.replicated(mesh))
+  recipe = {**recipe, 'format': 2}
+  state, info = checkpoint_lib.train_or_reuse(
+      directory, recipe, 'an ARPL generator', template,
+      lambda checkpointer: train.run(
+          method(config, image_shape, len(labels) // batch), template,
+          {'train': train.split_data(images, labels)},
+          epochs=int(config.epochs), batch_size={'train': batch}, seed=seed,
+          # The ARPL networks see images on the [0, 1] scale, as originally.
+          prep=train.Preprocessing((0.0,) * channels, (1.0,) * channels),
+          mesh=mesh, desc='train arpl', checkpointer=checkpointer,
+          checkpoint_meta={'recipe': recipe}))
+  return state.params, info
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 3))
+@functools.partial(parallel.compile_function, static_argnums=(0, 1, 3))
 def _sample(config, image_shape, params, n, rng):
   models = make_models(config, image_shape)
   z = jax.random.normal(rng, (n, config.nz))
   fake = models.generator.apply({'params': params['G']}, z)
-  features = models.net.apply({'params': params['net']}, fake)
-  predicted = jnp.argmax(arpl_logits(features, params['points']), -1)
+  classifier = params['classifier']
+  features = models.net.apply({'params': classifier['net']}, fake)
+  predicted = jnp.argmax(arpl_logits(features, classifier['points']), -1)
   return jnp.round(fake * 255.0).astype(jnp.uint8), predicted
 
 

@@ -1,6 +1,6 @@
 """`--data_augment opengan`: forget-like features from a feature-level GAN.
 
-The original project (SEED.md 8.3; `openGan_main.py`, `OpenGAN/network.py`)
+The original project (kklusd/Unlearning: `openGan_main.py`, `OpenGAN/network.py`)
 repurposed OpenGAN's "GAN-fea" (Kong and Ramanan, "OpenGAN: Open-Set
 Recognition via Open Data Generation", ICCV 2021): a generator and a
 discriminator of 1x1 convolutions (dense layers here, `mu_jax.models.gan`)
@@ -11,7 +11,7 @@ It adds no samples to the forget set. During Bad Teaching and SCRUB each
 forget sample's real feature (the competent teacher's) is replaced by the
 most similar (cosine) of `num_candidates` generated features, and a teacher's
 classifier head alone on that feature gives a second KL target for the
-student's logits on the real image (SEED.md 6.4, 6.5):
+student's logits on the real image (its `mu/bad_teaching.py`, `mu/Scrub.py`):
 
 * Bad Teaching: the incompetent teacher's head; the loss is the mean of the
   usual Bad Teaching KL and the same KL with the generated target for forget
@@ -31,18 +31,21 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import tqdm
-from absl import logging
 
 from mu_jax import checkpoint as checkpoint_lib
 from mu_jax import models
+from mu_jax import optim
+from mu_jax import parallel
+from mu_jax import state as state_lib
+from mu_jax import train
+from mu_jax.methods import base
 from mu_jax.models import gan
 
 PyTree = Any
 
 
 def opengan_config() -> ml_collections.ConfigDict:
-  """Settings of the feature GAN (config.augmentation.opengan); SEED.md 8.3."""
+  """Settings of the feature GAN (config.augmentation.opengan), after `openGan_main.py`."""
   config = ml_collections.ConfigDict()
   config.epochs = 300  # The original's checkpoint: epoch 300.
   config.batch_size = 128  # Clamped to the forget set's size.
@@ -52,7 +55,6 @@ def opengan_config() -> ml_collections.ConfigDict:
   config.hidden_g = (512, 256, 128, 256)  # OpenGAN's GAN-fea widths.
   config.hidden_d = (512, 256, 128, 64)  # Its discriminator's widths.
   config.num_candidates = 100  # Generated features per forget sample.
-  config.log_every = 50  # Epochs between logged losses.
   return config
 
 
@@ -75,15 +77,20 @@ def init_params(config, feature_dim: int, rng: jax.Array) -> dict:
   }
 
 
-def _optimizers(config):
+def _optimizers(config) -> dict[str, optax.GradientTransformation]:
   # Each network has its own Adam, with DCGAN's beta1 = 0.5.
-  return (optax.adam(config.lr_g, b1=0.5, b2=0.999),
-          optax.adam(config.lr_d, b1=0.5, b2=0.999))
+  return {'G': optax.adam(config.lr_g, b1=0.5, b2=0.999),
+          'D': optax.adam(config.lr_d, b1=0.5, b2=0.999)}
 
 
-def init_opt_state(config, params: dict) -> dict:
-  g_tx, d_tx = _optimizers(config)
-  return {'G': g_tx.init(params['G']), 'D': d_tx.init(params['D'])}
+def new_state(config, feature_dim: int, rng: jax.Array) -> state_lib.TrainState:
+  """The GAN as one TrainState: params {'G', 'D'}, an optimizer per network."""
+  params = init_params(config, feature_dim, rng)
+  tx = optim.per_part(_optimizers(config))
+  return state_lib.TrainState(
+      step=jnp.zeros((), jnp.int32), params=params, model_state={},
+      opt_state=tx.init(params),
+      apply_fn=_generator(config, feature_dim).apply, tx=tx)
 
 
 def _bce(logits: jax.Array, target: float) -> jax.Array:
@@ -92,86 +99,50 @@ def _bce(logits: jax.Array, target: float) -> jax.Array:
       logits, jnp.full_like(logits, target)).mean()
 
 
-def make_train_step(config, feature_dim: int):
-  """One jitted GAN step: a discriminator step, then a generator step.
+def method(config, feature_dim: int, steps_per_epoch: int) -> base.Method:
+  """The GAN's training as a driver method over the split 'features'.
 
-  Returns:
-    `step(params, opt_state, real [B, D], rng) -> (params, opt_state,
-    {'loss_D', 'loss_G'})`; D sees `real` as 1 and fresh fakes as 0, then G
-    is updated to make the updated D call its fakes 1.
+  Each step takes a batch of real features (`batch['feature']`), draws as
+  many noise vectors, makes a discriminator step (real -> 1, fakes -> 0),
+  then a generator step that makes the updated discriminator call its fakes
+  1, each with its own optimizer (`new_state`).
   """
   generator = _generator(config, feature_dim)
   discriminator = _discriminator(config)
-  g_tx, d_tx = _optimizers(config)
+  txs = _optimizers(config)
 
-  def step(params, opt_state, real, rng):
+  def update(state, method_state, batches, rng):
+    real = batches['features']['feature']
+    params, opt_state = state.params, state.opt_state
     z = jax.random.normal(rng, (real.shape[0], config.nz))
-    fake = jax.lax.stop_gradient(
-        generator.apply({'params': params['G']}, z))
+    fake = jax.lax.stop_gradient(generator.apply({'params': params['G']}, z))
 
     def d_loss_fn(d_params):
       d = lambda x: discriminator.apply({'params': d_params}, x)
       return _bce(d(real), 1.0) + _bce(d(fake), 0.0)
 
     d_loss, d_grads = jax.value_and_grad(d_loss_fn)(params['D'])
-    d_updates, d_opt = d_tx.update(d_grads, opt_state['D'], params['D'])
-    d_params = optax.apply_updates(params['D'], d_updates)
+    d_params, d_opt = optim.step_part(txs['D'], d_grads, opt_state['D'],
+                                      params['D'])
 
     def g_loss_fn(g_params):
       fake = generator.apply({'params': g_params}, z)
       return _bce(discriminator.apply({'params': d_params}, fake), 1.0)
 
     g_loss, g_grads = jax.value_and_grad(g_loss_fn)(params['G'])
-    g_updates, g_opt = g_tx.update(g_grads, opt_state['G'], params['G'])
-    g_params = optax.apply_updates(params['G'], g_updates)
-    return ({'G': g_params, 'D': d_params}, {'G': g_opt, 'D': d_opt},
-            {'loss_D': d_loss, 'loss_G': g_loss})
+    g_params, g_opt = optim.step_part(txs['G'], g_grads, opt_state['G'],
+                                      params['G'])
+    state = state.replace(step=state.step + 1,
+                          params={'G': g_params, 'D': d_params},
+                          opt_state={'G': g_opt, 'D': d_opt})
+    return state, method_state, {'loss_D': d_loss, 'loss_G': g_loss}
 
-  return jax.jit(step)
-
-
-def train(config, features: np.ndarray, seed: int) -> tuple[dict, list]:
-  """Trains the GAN on `features` [N, D]; returns (params, history).
-
-  history holds the mean losses of every `config.log_every`-th epoch (and
-  the last one), which are also logged.
-  """
-  n, feature_dim = features.shape
-  rng = jax.random.key(seed)
-  init_rng, loop_rng = jax.random.split(rng)
-  params = init_params(config, feature_dim, init_rng)
-  opt_state = init_opt_state(config, params)
-  step = make_train_step(config, feature_dim)
-  batch = min(int(config.batch_size), n)
-  steps = n // batch
-  order_rng = np.random.default_rng(seed)
-  history = []
-  with tqdm.tqdm(total=steps * config.epochs, desc='train opengan',
-                 unit='step', mininterval=2.0) as bar:
-    for epoch in range(config.epochs):
-      order = order_rng.permutation(n)
-      sums = {}
-      for i in range(steps):
-        real = jnp.asarray(features[order[i * batch:(i + 1) * batch]])
-        params, opt_state, metrics = step(
-            params, opt_state, real,
-            jax.random.fold_in(loop_rng, epoch * steps + i))
-        sums = {k: sums.get(k, 0.0) + v for k, v in metrics.items()}
-        bar.update(1)
-      if (epoch + 1) % config.log_every == 0 or epoch + 1 == config.epochs:
-        row = {'epoch': epoch + 1,
-               **{k: float(v) / steps for k, v in sums.items()}}
-        logging.info('opengan epoch %d: loss_D %.4f, loss_G %.4f', epoch + 1,
-                     row['loss_D'], row['loss_G'])
-        bar.set_postfix(loss_D=f"{row['loss_D']:.3g}",
-                        loss_G=f"{row['loss_G']:.3g}", refresh=False)
-        history.append(row)
-  return params, history
+  return base.single_phase(update, ('features',), steps_per_epoch)
 
 
 def train_or_restore(config, features: np.ndarray, seed: int, directory: str,
-                     recipe: dict) -> tuple[dict, dict]:
-  """Trains the GAN into `directory` (Orbax), or reuses a finished one there.
+                     recipe: dict, mesh) -> tuple[dict, dict]:
+  """Trains the GAN into `directory`, or reuses (or resumes) it there.
 
   Args:
     config: `opengan_config()`.
@@ -180,16 +151,29 @@ def train_or_restore(config, features: np.ndarray, seed: int, directory: str,
     directory: the checkpoint folder.
     recipe: what the weights depend on (JSON types); a checkpoint made with
       another recipe is refused.
+    mesh: the device mesh the driver trains on.
 
   Returns:
-    (params, info) with info = {'seconds', 'reused', 'checkpoint',
-    'history'}; 'seconds' is the training time (of the run that trained it).
+    (params {'G', 'D'}, info) with info = {'seconds', 'reused',
+    'checkpoint', 'history'}; 'seconds' is the training time (of the run
+    that trained it).
   """
-  return checkpoint_lib.train_or_reuse(
-      directory, recipe, 'an OpenGAN generator',
-      template=lambda: init_params(config, features.shape[1],
-                                   jax.random.key(seed)),
-      train=lambda: train(config, features, seed), step=int(config.epochs))
+  n, feature_dim = features.shape
+  batch = parallel.fit_batch_size(int(config.batch_size), n, mesh)
+  template = jax.device_put(new_state(config, feature_dim,
+                                      jax.random.key(seed)),
+                            parallel.replicated(mesh))
+  data = {'features': {'feature': features.astype(np.float32),
+                       'label': np.zeros(n, np.int32)}}
+  state, info = checkpoint_lib.train_or_reuse(
+      directory, {**recipe, 'format': 2}, 'an OpenGAN generator', template,
+      lambda checkpointer: train.run(
+          method(config, feature_dim, n // batch), template, data,
+          epochs=int(config.epochs), batch_size={'features': batch},
+          seed=seed, prep=train.Preprocessing((0.0,), (1.0,)), mesh=mesh,
+          desc='train opengan', checkpointer=checkpointer,
+          checkpoint_meta={'recipe': {**recipe, 'format': 2}}))
+  return state.params, info
 
 
 def most_similar(real: jax.Array, candidates: jax.Array) -> jax.Array:

@@ -14,6 +14,7 @@ import ml_collections
 import numpy as np
 
 from mu_jax import augment
+from mu_jax import parallel
 
 
 def simple_config() -> ml_collections.ConfigDict:
@@ -27,7 +28,8 @@ def simple_config() -> ml_collections.ConfigDict:
   return config
 
 
-@functools.partial(jax.jit, static_argnames=('crop_padding', 'flip'))
+@functools.partial(parallel.compile_function,
+                   static_argnames=('crop_padding', 'flip'))
 def augment_images(rng: jax.Array, images: jax.Array, *, crop_padding: int,
                    flip: bool, jitter: float, noise_std: float) -> jax.Array:
   """uint8 [B, H, W, C] -> augmented uint8 [B, H, W, C]."""

@@ -1,15 +1,14 @@
 """Unlearning methods by name: `get(name)` imports `mu_jax.methods.<name>`.
 
-Each method module exports `get_config()` (its `config.method` section, with
-its own defaults) and `make(config, ctx) -> base.Method`. A new method is one
-file here (plus `configs/<name>.py`); it is found and tested automatically.
+Each method module exports `make(config, ctx) -> base.Method`; its defaults
+(the `config.method` section, per forgetting mode) live in
+`configs/<name>.py:method(mode)`. A new method is one file here plus its
+config file; it is found and tested automatically.
 """
 
 import importlib
 import os
 import pkgutil
-
-import ml_collections
 
 from mu_jax.methods import base
 
@@ -17,9 +16,6 @@ from mu_jax.methods import base
 ALIASES = {'salun': 'salun', 'ft': 'finetune', 'fine_tune': 'finetune',
            'rl': 'random_label', 'ga': 'neggrad', 'badteaching': 'bad_teaching',
            'bad_teacher': 'bad_teaching', 'neggrad+': 'neggrad_plus'}
-# The roadmap's methods: until their module exists, a clear error.
-PLANNED = ('neggrad', 'neggrad_plus', 'random_label', 'salun', 'bad_teaching',
-           'scrub')
 AVAILABLE = tuple(sorted(
     m.name for m in pkgutil.iter_modules([os.path.dirname(__file__)])
     if m.name != 'base'))
@@ -36,16 +32,8 @@ def get(name: str):
   module = canonical_name(name)
   if module in AVAILABLE:
     return importlib.import_module(f'mu_jax.methods.{module}')
-  if module in PLANNED:
-    raise ValueError(f'method {name!r} is not built yet in this version of '
-                     f'mu_jax; available: {", ".join(AVAILABLE)}')
   raise ValueError(f'unknown method {name!r}; available: '
                    f'{", ".join(AVAILABLE)}')
 
 
-def get_config(name: str) -> ml_collections.ConfigDict:
-  """The default `config.method` section of method `name`."""
-  return get(name).get_config()
-
-
-__all__ = ['base', 'get', 'get_config', 'canonical_name', 'AVAILABLE']
+__all__ = ['base', 'get', 'canonical_name', 'AVAILABLE']

@@ -5,7 +5,8 @@ Networks using an Incompetent Teacher", AAAI 2023
 (`vikram2000b/bad-teaching-unlearning`). The student starts as the original
 model and matches, by KL divergence, a randomly initialised ("incompetent")
 teacher on forget samples and the original ("competent") model on retain
-samples (`losses.bad_teaching_kl`; SEED.md section 6.4).
+samples (`losses.bad_teaching_kl`; `vikram2000b/bad-teaching-unlearning:
+unlearn.py::UnlearnerLoss`).
 
 Variants (`config.variant`):
   canonical: every step takes a batch of forget samples and one of retain
@@ -19,7 +20,8 @@ Variants (`config.variant`):
 (`mu_jax.self_supervised`, `supervised_mode` simple or original) to the loss:
 loss = KL + loss_weight * term.
 
-`--data_augment opengan` (`ctx.feature_augment`, SEED.md 6.4): each forget
+`--data_augment opengan` (`ctx.feature_augment`; kklusd/Unlearning's
+`mu/bad_teaching.py`): each forget
 sample's competent-teacher feature is replaced by the most similar generated
 feature g, and the incompetent teacher's classifier head on g is a second
 bad target: loss = (KL(target) + KL(target2)) / 2, with target2 the usual
@@ -40,27 +42,6 @@ SELF_SUPERVISED = True
 # Uses `ctx.feature_augment` (--data_augment opengan).
 FEATURE_AUGMENT = True
 _VARIANTS = ('canonical', 'capstone')
-
-
-def get_config() -> ml_collections.ConfigDict:
-  """Defaults tuned on the embedded dataset, the same for both split modes.
-
-  The reference runs Adam at lr 1e-4 for one epoch (batch 256, CIFAR). On the
-  embedded Fashion-MNIST subset that forgets class 0 only to UA 96 in two
-  epochs and costs 2 points of test accuracy; lr 1e-3 for two epochs (8k
-  samples) reaches UA 99.9 with test accuracy unchanged, and for a random
-  10 % forget set matches retrain's UA and MIA at -2 points of test accuracy.
-  """
-  config = base.method_config('bad_teaching', epochs=2, lr=1e-3,
-                              optimizer='adam', weight_decay=0.0)
-  config.temperature = 1.0  # KL temperature T; 1 in both codes.
-  config.retain_fraction = 0.3  # Canonical: retain seen per epoch.
-  # Canonical: forget and retain samples per step. Their ratio, 1:3, is about
-  # |forget| : retain_fraction * |retain| for a 10 % forget set, the mix the
-  # reference's shuffled concatenation gives. Capstone uses batch_size.
-  config.forget_batch_size = 32
-  config.retain_batch_size = 96
-  return config
 
 
 # fold_in stream of the OpenGAN noise, apart from the self-supervised term's.

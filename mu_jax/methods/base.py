@@ -13,9 +13,9 @@ import math
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 
 from mu_jax import losses
+from mu_jax import parallel
 from mu_jax import state as state_lib
 
 PyTree = Any
@@ -79,6 +79,9 @@ class Context(NamedTuple):
       generator as an `augmentation.opengan.FeatureHook`, else None. Methods
       that set `FEATURE_AUGMENT = True` (Bad Teaching, SCRUB) use it; the
       pipeline refuses opengan for the others.
+    compile: `(fun, **jax.jit kwargs) -> compiled fun`, for one-off passes
+      in `prepare` (e.g. SalUn's saliency gradient); methods never call
+      `jax.jit` themselves.
   """
   num_classes: int
   epochs: int
@@ -90,41 +93,7 @@ class Context(NamedTuple):
   std: tuple[float, ...] = (1.0,)
   simclr: Any = None
   feature_augment: Any = None
-
-
-def method_config(name: str, *, epochs: int, lr: float, batch_size: int = 128,
-                  optimizer: str = 'sgd', momentum: float = 0.9,
-                  weight_decay: float = 5e-4) -> ml_collections.ConfigDict:
-  """The fields every method's config has; methods add their own.
-
-  `main.py --method NAME` installs `NAME.get_config()` as `config.method`, so
-  each method runs with its own defaults unless flags say otherwise.
-  """
-  config = ml_collections.ConfigDict()
-  config.name = name
-  config.variant = 'canonical'  # canonical | capstone (the original project).
-  config.epochs = epochs
-  config.batch_size = batch_size  # Per split; a multiple of the device count.
-  config.forget_batch_size = 0  # 0 = batch_size.
-  config.retain_batch_size = 0  # 0 = batch_size.
-  config.augment = False  # Unlearning sees plain images, as the original did.
-  config.loss_weight = 0.0  # Weight of a self-supervised term.
-  config.supervised_mode = 'simple'  # simple | original
-  # True reproduces the original project, which computed the term under
-  # torch.no_grad(): it then changes the reported loss but not the update.
-  config.ssl_no_grad = False
-  config.data_augment = 'none'  # none | simple | opengan | arpl
-  config.augment_num = 500  # Extra forget samples for data_augment.
-  config.optim = ml_collections.ConfigDict()
-  config.optim.name = optimizer  # sgd | adam (L2 weight decay, as PyTorch).
-  config.optim.lr = lr
-  config.optim.momentum = momentum
-  config.optim.weight_decay = weight_decay
-  config.optim.schedule = 'constant'  # constant | cosine | multistep
-  config.optim.milestones = ()  # Epochs, for multistep.
-  config.optim.gamma = 0.1
-  config.optim.warmup_epochs = 0
-  return config
+  compile: Callable[..., Any] = parallel.compile_function
 
 
 def no_prepare(rng, state):

@@ -9,11 +9,6 @@ import ml_collections
 from mu_jax.methods import base
 
 
-def get_config() -> ml_collections.ConfigDict:
-  """FT as in SalUn / Unlearn-Sparse, shortened for the embedded dataset."""
-  return base.method_config('finetune', epochs=2, lr=0.01)
-
-
 def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
   """Returns fine-tuning; `config.augment` enables crop and flip."""
   return base.single_phase(base.supervised_update('retain'), ('retain',),

@@ -31,17 +31,6 @@ CAPSTONE_WEIGHT_DECAY = 5e-4
 CAPSTONE_LOSS_SCALE = 0.1
 
 
-def get_config() -> ml_collections.ConfigDict:
-  """Gradient ascent tuned for random forgetting on the embedded dataset.
-
-  One pass over the forget set at lr 0.015 (SalUn's GA optimizer: SGD,
-  momentum 0.9, weight decay 5e-4). Ascent has no floor: at lr 0.025 test
-  accuracy already falls 5 points, and forgetting a whole class needs about
-  a fifth of this step size (`configs/neggrad.py:class_wise`).
-  """
-  return base.method_config('neggrad', epochs=1, lr=0.015, batch_size=128)
-
-
 def _ascent_loss(logits: jax.Array, labels: jax.Array,
                  scale: float) -> jax.Array:
   """-scale * CE(logits, labels): minimising it is gradient ascent on CE."""
@@ -49,7 +38,7 @@ def _ascent_loss(logits: jax.Array, labels: jax.Array,
 
 
 def _capstone_optimizer() -> optax.GradientTransformation:
-  # torch SGD adds weight decay to the gradient before momentum (SEED.md 12).
+  # torch SGD adds weight decay to the gradient before momentum.
   return optax.chain(optax.add_decayed_weights(CAPSTONE_WEIGHT_DECAY),
                      optax.sgd(CAPSTONE_LR, momentum=CAPSTONE_MOMENTUM))
 

@@ -15,21 +15,6 @@ from mu_jax import losses
 from mu_jax.methods import base
 
 
-def get_config() -> ml_collections.ConfigDict:
-  """NegGrad+ tuned for random forgetting on the embedded dataset.
-
-  SCRUB uses alpha 0.95, lr 0.01 and SGD without weight decay; here alpha 0.6
-  and lr 0.02 for 3 epochs: with alpha >= 0.9 the retain term wins and the
-  forget set is barely touched. Forgetting a whole class is much easier and
-  this setting diverges there; use `configs/neggrad_plus.py:class_wise`
-  (alpha 0.97, lr 0.01).
-  """
-  config = base.method_config('neggrad_plus', epochs=3, lr=0.02,
-                              batch_size=128, weight_decay=0.0)
-  config.alpha = 0.6  # Weight of the retain term; 1 - alpha of the forget.
-  return config
-
-
 def _neggrad_plus_loss(logits_r: jax.Array, labels_r: jax.Array,
                        logits_f: jax.Array, labels_f: jax.Array,
                        alpha: float) -> jax.Array:

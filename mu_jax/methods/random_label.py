@@ -19,7 +19,7 @@ Two loops (`config.loop`):
 The default is the sequential loop: on the embedded dataset the summed loss
 ends far from retrain (retain accuracy 50-78 %), since the random-label term
 dominates and nothing heals its damage, whereas the retain pass that ends
-every sequential epoch does (see `get_config`).
+every sequential epoch does (see configs/random_label.py).
 
 SalUn (`salun.py`) is this method with a saliency mask on the updates; it
 reuses `make` with its own `prepare` and `apply_gradients`.
@@ -39,24 +39,6 @@ PyTree = Any
 ApplyGradients = Callable[[state_lib.TrainState, PyTree, PyTree, PyTree],
                           state_lib.TrainState]
 LOOPS = ('sequential', 'summed')
-
-
-def get_config() -> ml_collections.ConfigDict:
-  """RL with SalUn's CIFAR-10 loop, tuned for the embedded dataset.
-
-  One epoch (a forget pass, then a retain pass) at lr 0.002 with SalUn's SGD
-  (momentum 0.9, weight decay 5e-4): the momentum of the forget pass carries
-  into the retain pass, so the step size has a sharp optimum (0.0018 and
-  0.0025 unlearn too little and too much). One epoch keeps the run time
-  about a tenth of retraining's; SalUn's 10 epochs would exceed it.
-  """
-  config = base.method_config('random_label', epochs=1, lr=0.002,
-                              batch_size=128)
-  config.loop = 'sequential'  # sequential | summed (see the module docstring).
-  config.different_label = False  # Random labels never equal the true one.
-  config.retain_weight = 1.0  # alpha: weight of CE on the retain set.
-  config.retain_steps = 0  # Sequential: retain steps per epoch; 0 = a pass.
-  return config
 
 
 def random_labels(rng: jax.Array, labels: jax.Array, num_classes: int, *,
@@ -108,7 +90,7 @@ def make(config: ml_collections.ConfigDict, ctx: base.Context, *,
   """Returns RL.
 
   Args:
-    config: the method section (see `get_config`).
+    config: the method section (configs/random_label.py).
     ctx: the driver's static facts.
     prepare: the method's `prepare` (SalUn builds its mask here).
     apply_gradients: how a gradient becomes an update (SalUn masks it).

@@ -12,11 +12,6 @@ import ml_collections
 from mu_jax.methods import base
 
 
-def get_config() -> ml_collections.ConfigDict:
-  """Retrain takes its recipe from `config.train`; these fields are unused."""
-  return base.method_config('retrain', epochs=1, lr=0.0)
-
-
 def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
   """Returns the retrain method; `config.augment` enables crop and flip."""
 

@@ -24,10 +24,15 @@ frozen weights never sees the unlearning gradient. Mutable model state
 (BatchNorm running statistics) is not a parameter and is not masked, as in
 SalUn.
 
-With ReLU networks many gradient entries are exactly zero (weights of units
-that no forget sample activates: 58 % for the embedded dataset's CNN), so a
-ratio above the non-zero fraction adds zero-gradient weights, chosen by the
-tie rule of `saliency_mask`.
+With ReLU networks and no BatchNorm many gradient entries are exactly zero
+(weights of units that no forget sample activates: 57-62 % for the embedded
+dataset's CNN, whatever the forget set). A ratio at or above the non-zero
+fraction then selects every weight the forget set touches (plus zero-gradient
+ones, chosen by the tie rule of `saliency_mask`, which dead units leave
+unchanged anyway): the mask selects nothing and SalUn is RL. `prepare` logs a
+warning when that happens; configs/salun.py's default for the CNN is below
+the non-zero fraction for this reason. ResNets with BatchNorm have almost no
+zero entries, and SalUn's 0.5 applies there.
 """
 
 import math
@@ -38,37 +43,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from absl import logging
 
+from mu_jax import parallel
 from mu_jax.methods import base
 from mu_jax.methods import random_label
 
 PyTree = Any
-
-
-def get_config() -> ml_collections.ConfigDict:
-  """SalUn with RL's sequential loop, retuned for the embedded dataset.
-
-  Five short epochs, each a forget pass (random labels) then 14 retain steps
-  (a fifth of a retain pass), with SGD at momentum 0.5 and lr 0.018 (weight
-  decay 5e-4, as SalUn). RL's default (one full epoch, momentum 0.9, lr
-  0.002) stalls at an Avg. Gap of 2.59 for random 10 % forgetting: its
-  retain pass restores forget and retain accuracy together (their sum stays
-  near 100 %), so unlearning trades one for the other. Alternating forgetting
-  and repair five times, with less momentum carrying the random-label
-  gradient into the retain steps, reaches 2.05 (seed 0; lr 0.014 to 0.02
-  give 2.05 to 2.27; seed 1: 2.13, against 4.01 with RL's settings) and 1.24
-  class-wise, in 105 steps, about 1.4x RL's 77, so the run time stays below
-  15 % of retraining's. See docs/RESULTS.md (issue 3). The same defaults
-  serve random and class-wise forgetting.
-  """
-  config = random_label.get_config()
-  config.name = 'salun'
-  config.epochs = 5
-  config.retain_steps = 14  # Retain steps per epoch (a pass is 70).
-  config.optim.lr = 0.018
-  config.optim.momentum = 0.5
-  config.mask_ratio = 0.5  # Fraction of weights that may move (SalUn: 0.5).
-  return config
 
 
 def saliency_mask(grads: PyTree, ratio: float) -> PyTree:
@@ -141,7 +122,8 @@ def _pad_like(batch, first):
   return jax.device_put(host, {k: v.sharding for k, v in first.items()})
 
 
-def _forget_gradient(state, batches) -> PyTree:
+def _forget_gradient(state, batches, compile_fn=parallel.compile_function
+                     ) -> PyTree:
   """Gradient of the summed forget cross-entropy at `state.params`.
 
   Eval mode (BatchNorm running statistics), as SalUn's `model.eval()`.
@@ -159,12 +141,11 @@ def _forget_gradient(state, batches) -> PyTree:
 
     return jax.tree.map(jnp.add, total, jax.grad(loss_fn)(state.params))
 
-  # Compiled here although methods leave jit to the driver: this pass runs
-  # once, in `prepare`, outside the driver's compiled steps, and autodiff
-  # dispatched op by op is ~5x slower (12 s against 2.5 s with compilation
-  # for the embedded forget set on 2 CPU cores), which would dominate the
-  # unlearning run time.
-  accumulate = jax.jit(accumulate, donate_argnums=(0,))
+  # Compiled (by the driver's `ctx.compile`): this pass runs once, in
+  # `prepare`, outside the driver's compiled steps, and autodiff dispatched op
+  # by op is ~5x slower (12 s against 2.5 s with compilation for the embedded
+  # forget set on 2 CPU cores), which would dominate the run time.
+  accumulate = compile_fn(accumulate, donate_argnums=(0,))
   total = jax.tree.map(jnp.zeros_like, state.params)
   first = None
   for batch in batches:
@@ -197,9 +178,17 @@ def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
 
   def prepare(rng, state):
     del rng  # The mask is a deterministic function of the forget set.
-    grads = _forget_gradient(state, ctx.iterate('forget'))
+    grads = _forget_gradient(state, ctx.iterate('forget'), ctx.compile)
     # Compiled for the same reason as the gradient pass (2 s eager, 0.4 s).
-    mask = jax.jit(saliency_mask, static_argnums=(1,))(grads, ratio)
+    mask = ctx.compile(saliency_mask, static_argnums=(1,))(grads, ratio)
+    nonzero = sum(int(jnp.count_nonzero(g)) for g in jax.tree.leaves(grads))
+    total = sum(g.size for g in jax.tree.leaves(grads))
+    if math.floor(ratio * total) >= nonzero:
+      logging.warning(
+          'SalUn: only %.0f%% of the weights have a non-zero forget gradient '
+          'and mask_ratio %g selects all of them, so SalUn behaves as random '
+          'labels (RL) here; set --config.method.mask_ratio below %.2f',
+          100 * nonzero / total, ratio, nonzero / total)
     return state, {'mask': mask}
 
   return random_label.make(config, ctx, prepare=prepare,

@@ -4,7 +4,7 @@ Kurmanji et al., "Towards Unbounded Machine Unlearning", NeurIPS 2023
 (`meghdadk/SCRUB: thirdparty/repdistiller/helper/loops.py::train_distill`).
 The student starts as the original model; the teacher is a frozen copy of it.
 
-Variants (`config.variant`; SEED.md section 6.5):
+Variants (`config.variant`; the capstone is kklusd/Unlearning's `mu/Scrub.py`):
   canonical: min-max. In each of the first `msteps` epochs a max phase passes
     over the forget set minimising -distill_kl(student, teacher); then every
     epoch a min phase over the retain set minimises
@@ -20,7 +20,11 @@ Variants (`config.variant`; SEED.md section 6.5):
 (`mu_jax.self_supervised`) with weight `loss_weight` to every update (the
 max phase's samples are all forget samples, the min phase's all retain).
 
-`--data_augment opengan` (`ctx.feature_augment`, SEED.md 6.5): each forget
+Numerics: the max phase ignores a forget KL below `KL_NOISE_FLOOR`, where
+its gradient is float-rounding noise (`_above_noise`).
+
+`--data_augment opengan` (`ctx.feature_augment`; kklusd/Unlearning's
+`OpenGAN/openGan_utils.py::feature_generate`): each forget
 sample's teacher feature is replaced by the most similar generated feature g,
 and the teacher's classifier head on g is a second teacher for that sample:
 its forget KL becomes (KL(teacher) + KL(head(g))) / 2, in the max phase and
@@ -48,34 +52,22 @@ _HOOK_STREAM = 7
 _VARIANTS = ('canonical', 'capstone')
 
 
-def get_config() -> ml_collections.ConfigDict:
-  """Defaults tuned for a 10 % random forget set of the embedded dataset.
+# Below this KL (nats) the student is the teacher up to float rounding.
+KL_NOISE_FLOOR = 1e-6
 
-  The reference's large-scale CIFAR-10 setting is SGD lr 5e-4, 3 epochs,
-  msteps 2, T 4, alpha 0.001, gamma 0.99, lr x0.1 at epochs [3, 5, 9]; its
-  small-scale one Adam lr 5e-4, 10 epochs, msteps 3, T 2, alpha 0.5. Here an
-  epoch is short (the whole forget set in 3 batches of 256, then a tenth of
-  the retain set), so that max and min phases alternate often: long max
-  phases damage retain and test accuracy as much as the forget set's, and
-  the min phase then restores all three. For class-wise forgetting two max
-  phases suffice and more erase the other classes too: use
-  `configs/scrub.py:class_wise` (msteps 2).
+
+def _above_noise(kl: jax.Array) -> jax.Array:
+  """`kl`, or 0 (with zero gradient) while it is float-rounding noise.
+
+  The first max phase starts with the student equal to its teacher, where
+  the KL is 0 and its gradient is pure rounding noise: Adam would scale that
+  noise to a full-size step in a direction that differs with the CPU and the
+  device count (the reference's ResNets escape it because BatchNorm makes
+  the train-mode student differ from the eval-mode teacher). So the max
+  phase makes no update until the min phase, or real data, has moved the
+  student measurably away from the teacher.
   """
-  config = base.method_config('scrub', epochs=7, lr=1.4e-3, batch_size=256,
-                              optimizer='adam', weight_decay=0.0)
-  config.alpha = 0.5  # Weight of the retain distillation term.
-  config.gamma = 1.0  # Weight of the retain cross-entropy.
-  config.temperature = 1.0  # kd_T; 4 made the max phase blow up here.
-  config.msteps = 7  # Epochs that start with a max phase.
-  # Epochs after which the learning rate is multiplied by lr_decay_rate,
-  # counted like the reference's (decay from epoch e + 1 on, 1-based).
-  config.lr_decay_epochs = ()
-  config.lr_decay_rate = 0.1
-  # Fraction of a retain pass that each min phase runs (1 = the reference).
-  config.retain_fraction = 0.1
-  config.forget_batch_size = 0  # = batch_size.
-  config.retain_batch_size = 128
-  return config
+  return jnp.where(kl > KL_NOISE_FLOOR, kl, 0.0)
 
 
 def _lr_decay(plan, epochs: int, decay_epochs, rate: float) -> optax.Schedule:
@@ -176,11 +168,12 @@ def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
   def max_loss(logits, batch, teacher, generated):
     del batch
     kl = losses.distill_kl(logits, teacher, temperature)
+    pushed = _above_noise(kl)
     if generated is None:
-      return -kl, {'forget_kl': kl}
+      return -pushed, {'forget_kl': kl}
     generated_kl = losses.distill_kl(logits, generated, temperature)
-    return -0.5 * (kl + generated_kl), {'forget_kl': kl,
-                                        'generated_kl': generated_kl}
+    return -0.5 * (pushed + generated_kl), {'forget_kl': kl,
+                                            'generated_kl': generated_kl}
 
   def min_loss(logits, batch, teacher, generated):
     del generated  # Retain samples only.

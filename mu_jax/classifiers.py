@@ -1,0 +1,153 @@
+"""The original and retrain models: trained once per recipe, then reused.
+
+The original model is trained on the whole train set, the retrain model (the
+gold standard) on the retain set, both with the training recipe
+`config.train`; each lives in its own checkpoint folder, named after the
+dataset, model, split and seed, with the recipe it was trained with, and is
+trained, resumed or reused through `checkpoint.train_or_reuse`.
+`--config.init_from` loads a given original model instead.
+"""
+
+import json
+import os
+from typing import Any, NamedTuple
+
+import jax
+import ml_collections
+
+from mu_jax import checkpoint as checkpoint_lib
+from mu_jax import models
+from mu_jax import optim
+from mu_jax import parallel
+from mu_jax import splits as splits_lib
+from mu_jax import train
+from mu_jax.experiment import Experiment
+from mu_jax.methods import base
+from mu_jax.methods import retrain
+
+
+def train_or_reuse(exp: Experiment, what: str, name: str, recipe: dict,
+                    method: base.Method, template, data, epochs: int,
+                    batch: int, augment: bool) -> tuple[Any, dict[str, Any]]:
+  """Trains the model of checkpoint folder `name` with `method`, or reuses it.
+
+  Returns:
+    (state, info): see `checkpoint_lib.train_or_reuse`.
+  """
+  template = jax.device_put(template, parallel.replicated(exp.mesh))
+  return checkpoint_lib.train_or_reuse(
+      os.path.join(exp.config.checkpoint_dir, name), recipe, f'a {what} model',
+      template, lambda checkpointer: train.run(
+          method, template, data, epochs=epochs,
+          batch_size={'retain': batch}, seed=exp.config.seed,
+          prep=exp.prep(augment), mesh=exp.mesh, desc=f'train {what}',
+          checkpointer=checkpointer, checkpoint_meta={'recipe': recipe}))
+
+
+class TrainingJob(NamedTuple):
+  """One classifier of the training recipe: the original or a retrain model.
+
+  Attributes:
+    kind: 'original' or 'retrain'.
+    name: checkpoint folder name, `<dataset>_<model>_<split>_s<seed>`.
+    directory: the checkpoint folder, under `config.checkpoint_dir`.
+    recipe: what the weights depend on (JSON types); a checkpoint made with
+      another recipe is refused.
+    seed: seeds the initialisation, batch order and step rngs.
+    template: the starting TrainState, with the recipe's optimizer.
+    method: the retrain method that trains it from a fresh init.
+    data: {'retain': SplitData}, the images and labels it is trained on.
+    epochs: training epochs.
+    batch_size: training batch size.
+    prep: normalisation and augmentation of the recipe.
+  """
+  kind: str
+  name: str
+  directory: str
+  recipe: dict
+  seed: int
+  template: Any
+  method: base.Method
+  data: dict
+  epochs: int
+  batch_size: int
+  prep: train.Preprocessing
+
+
+def classifier_job(exp: Experiment, kind: str, images, labels,
+                   split_tag: tuple[str, str]) -> TrainingJob:
+  """Describes the original model (all data) or the retrain model.
+
+  Args:
+    exp: the experiment; its config gives the recipe (`config.train`).
+    kind: 'original' or 'retrain'.
+    images: uint8 [N, H, W, C] training images.
+    labels: int [N] labels.
+    split_tag: (name, digest) of the training data: ('all', 'all') or the
+      split's; the name goes into the checkpoint folder's name.
+  """
+  config = exp.config
+  data = {'retain': train.split_data(images, labels)}
+  batch, epochs = config.train.batch_size, config.train.epochs
+  tx = optim.make_optimizer(config.train.optim, len(labels) // batch, epochs)
+  template = exp.new_state(tx, jax.random.key(config.seed))
+  recipe = json.loads(json.dumps({  # Tuples become lists, as in JSON.
+      'dataset_fingerprint': exp.dataset.fingerprint(),
+      'split': split_tag[1], 'model': models.recipe(config.model),
+      'train': config.train.to_dict(), 'seed': config.seed}))
+  name = (f'{exp.dataset.name}_{models.tag(config.model)}_{split_tag[0]}'
+          f'_s{config.seed}')
+  method = retrain.make(
+      ml_collections.ConfigDict({'augment': config.train.augment}),
+      exp.context(data, {'retain': batch}, epochs))
+  return TrainingJob(
+      kind=kind, name=name, directory=os.path.join(config.checkpoint_dir, name),
+      recipe=recipe, seed=config.seed, template=template, method=method,
+      data=data, epochs=epochs, batch_size=batch,
+      prep=exp.prep(config.train.augment))
+
+
+def _train_classifier(exp: Experiment, kind: str, images, labels,
+                      split_tag: tuple[str, str]):
+  """Trains or reuses the model that `classifier_job` describes."""
+  job = classifier_job(exp, kind, images, labels, split_tag)
+  if kind == 'original' and exp.config.init_from:
+    return _restore_given(exp, job.template, exp.config.init_from)
+  return train_or_reuse(exp, kind, job.name, job.recipe, job.method,
+                         job.template, job.data, job.epochs, job.batch_size,
+                         exp.config.train.augment)
+
+
+def train_classifiers(exp: Experiment, split: splits_lib.Split):
+  """The original and retrain models of `split`, trained or reused.
+
+  Returns:
+    (original, original_info, retrained, retrain_info); an info dict holds
+    'seconds', 'reused', 'checkpoint' and 'history'.
+  """
+  images, labels = exp.dataset.train_images, exp.dataset.train_labels
+  original, original_info = _train_classifier(
+      exp, 'original', images, labels, ('all', 'all'))
+  retrained, retrain_info = _train_classifier(
+      exp, 'retrain', images[split.retain], labels[split.retain],
+      (split.name, split.train_digest()))
+  return original, original_info, retrained, retrain_info
+
+
+def _restore_given(exp: Experiment, template, directory: str):
+  """Loads a finished original-model checkpoint named by --config.init_from."""
+  if not os.path.isdir(directory):
+    raise checkpoint_lib.CheckpointError(
+        f'--config.init_from={directory}: no such checkpoint folder')
+  checkpointer = checkpoint_lib.Checkpointer(directory)
+  try:
+    meta = checkpointer.latest_meta()
+    if meta is None or not meta.get('done'):
+      raise checkpoint_lib.CheckpointError(
+          f'--config.init_from={directory} holds no finished training run')
+    state, _, meta = checkpointer.restore(
+        jax.device_put(template, parallel.replicated(exp.mesh)))
+  finally:
+    checkpointer.close()
+  return state, {'seconds': meta['run_seconds'], 'reused': True,
+                 'checkpoint': directory, 'history': meta.get('history', [])}

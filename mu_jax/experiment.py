@@ -1,0 +1,174 @@
+"""One experiment's shared pieces: checked config, mesh, data, split.
+
+`setup(config)` checks and normalises the config, joins the processes of a
+multi-host run, builds the device mesh and loads the data; `make_split`
+draws the forget / retain / test / validation split; an `Experiment` holds
+what every stage of a run shares (model factory, mesh, preprocessing, the
+methods' `Context`).
+"""
+
+import ml_collections
+import numpy as np
+from absl import logging
+
+from mu_jax import augmentation
+from mu_jax import data as data_lib
+from mu_jax import errors
+from mu_jax import evaluate
+from mu_jax import methods
+from mu_jax import models
+from mu_jax import parallel
+from mu_jax import splits as splits_lib
+from mu_jax import state as state_lib
+from mu_jax import train
+from mu_jax.methods import base
+
+SUPERVISED_MODES = ('simple', 'original')
+DATA_AUGMENTS = ('none', 'simple', 'opengan', 'arpl')
+ConfigError = errors.ConfigError
+
+
+def check_config(config: ml_collections.ConfigDict):
+  """Canonical spellings (original CLI aliases) and up-front checks."""
+  with config.unlocked():
+    if config.split.mode == 'classwise':
+      config.split.mode = 'class_wise'
+    augment_name = str(config.method.data_augment)
+    if augment_name.lower() in ('', 'none'):
+      augment_name = 'none'
+    if augment_name == 'aplr':
+      logging.warning("--data_augment aplr is read as 'arpl' (the original "
+                      "README's spelling)")
+      augment_name = 'arpl'
+    config.method.data_augment = augment_name
+  methods.get(config.method.name)  # Unknown or unbuilt method: fail now.
+  if config.split.mode not in splits_lib.MODES:
+    raise ConfigError(f'unknown mode {config.split.mode!r}; choose one of '
+                      f'{", ".join(splits_lib.MODES)} (or classwise)')
+  if config.method.supervised_mode not in SUPERVISED_MODES:
+    raise ConfigError(
+        f'unknown supervised_mode {config.method.supervised_mode!r}; choose '
+        f'one of {", ".join(SUPERVISED_MODES)}')
+  if config.method.loss_weight and not getattr(
+      methods.get(config.method.name), 'SELF_SUPERVISED', False):
+    raise ConfigError(
+        f'method {config.method.name!r} takes no self-supervised term; use '
+        '--loss_weight 0 (bad_teaching and scrub take one)')
+  if config.method.data_augment not in DATA_AUGMENTS:
+    raise ConfigError(f'unknown data_augment {config.method.data_augment!r};'
+                      f' choose one of {", ".join(DATA_AUGMENTS)}')
+  if (config.method.data_augment in augmentation.FEATURE_AUGMENTS
+      and not getattr(methods.get(config.method.name), 'FEATURE_AUGMENT',
+                      False)):
+    raise ConfigError(
+        f'--data_augment {config.method.data_augment} works inside the '
+        'losses of bad_teaching and scrub only; method '
+        f'{config.method.name!r} cannot use it (use simple or arpl, which '
+        'add forget samples)')
+  if (config.method.data_augment in augmentation.SAMPLE_AUGMENTS
+      and config.method.augment_num < 0):
+    raise ConfigError(f'augment_num is {config.method.augment_num}; it must '
+                      'be at least 0')
+  for what, value in (('train.epochs', config.train.epochs),
+                      ('method.epochs', config.method.epochs)):
+    if value < 1:
+      raise ConfigError(f'{what} is {value}; it must be at least 1')
+  made_for = config.method.get('mode', config.split.mode)
+  if made_for != config.split.mode:
+    logging.warning(
+        'config.method holds %s settings chosen for %s forgetting, but this '
+        'run forgets in %s mode (configs/%s.py:method(%r) has that mode\'s)',
+        config.method.name, made_for, config.split.mode,
+        methods.canonical_name(config.method.name), config.split.mode)
+
+
+def _load_data(config):
+  dataset = data_lib.load(config.data)
+  if config.data.max_train or config.data.max_test:
+    # The embedded set is shuffled, so a prefix stays roughly stratified.
+    n_train = config.data.max_train or len(dataset.train_labels)
+    n_test = config.data.max_test or len(dataset.test_labels)
+    dataset = data_lib.Dataset(
+        name=dataset.name, train_images=dataset.train_images[:n_train],
+        train_labels=dataset.train_labels[:n_train],
+        test_images=dataset.test_images[:n_test],
+        test_labels=dataset.test_labels[:n_test],
+        num_classes=dataset.num_classes, mean=dataset.mean, std=dataset.std)
+  return dataset
+
+
+class Experiment:
+  """Shared pieces of one run: model factory, mesh, preprocessing."""
+
+  def __init__(self, config, dataset, mesh):
+    self.config, self.dataset, self.mesh = config, dataset, mesh
+    self.model = models.create(config.model, dataset.num_classes)
+    self.image_shape = dataset.train_images.shape[1:]
+
+  def init_variables(self, rng):
+    variables = dict(self.model.init(
+        rng, np.zeros((1, *self.image_shape), np.float32)))
+    params = variables.pop('params')
+    return params, variables
+
+  def new_state(self, tx, rng):
+    return state_lib.create(self.model, tx, self.image_shape, rng)
+
+  def prep(self, augment: bool) -> train.Preprocessing:
+    c = self.config.train
+    return train.Preprocessing(
+        self.dataset.mean, self.dataset.std,
+        crop_padding=c.crop_padding if augment else 0,
+        flip=c.flip and augment)
+
+  def evaluate(self, state, split: splits_lib.Split,
+               desc: str = 'eval') -> dict[str, float]:
+    """`evaluate.row` of `state` on this experiment's data and mesh."""
+    return evaluate.row(state, self.dataset, split, mesh=self.mesh,
+                        batch_size=self.config.eval.batch_size, desc=desc)
+
+  def context(self, data, batch_size, epochs, simclr=None,
+              feature_augment=None) -> base.Context:
+    eval_prep = self.prep(False)
+    return base.Context(
+        mean=tuple(self.dataset.mean), std=tuple(self.dataset.std),
+        simclr=simclr, feature_augment=feature_augment,
+        num_classes=self.dataset.num_classes, epochs=epochs,
+        steps_per_epoch={s: len(d['label']) // batch_size.get(s, 1)
+                         for s, d in data.items()},
+        batch_size=dict(batch_size), init_variables=self.init_variables,
+        iterate=lambda s: train.iterate_in_order(
+            data[s], batch_size.get(s, self.config.eval.batch_size),
+            eval_prep, self.mesh))
+
+
+def setup(config: ml_collections.ConfigDict):
+  """Checks and normalises `config`, builds the mesh and loads the data.
+
+  Returns:
+    (dataset, mesh).
+  """
+  check_config(config)
+  if config.distributed.enabled:
+    parallel.initialize_distributed(config.distributed.coordinator_address,
+                                    config.distributed.num_processes,
+                                    config.distributed.process_id)
+  mesh = parallel.make_mesh(config.mesh.num_devices)
+  for what, size in (('train', config.train.batch_size),
+                     ('method', config.method.batch_size),
+                     ('eval', config.eval.batch_size)):
+    parallel.check_batch_size(size, mesh, f'--config.{what}.batch_size:')
+  return _load_data(config), mesh
+
+
+def make_split(config: ml_collections.ConfigDict,
+               dataset: data_lib.Dataset) -> splits_lib.Split:
+  """The forget / retain / test split of `config.split` and `config.seed`."""
+  return splits_lib.get_split(
+      dataset.train_labels, dataset.test_labels, dataset.num_classes,
+      dataset.fingerprint(), mode=config.split.mode,
+      forget_num=config.split.forget_num,
+      forget_fraction=config.split.forget_fraction,
+      forget_classes=tuple(config.split.forget_classes), seed=config.seed,
+      val_fraction=config.split.val_fraction,
+      saved_data_path=config.split.saved_data_path)

@@ -1,0 +1,176 @@
+"""The unlearning stage: the method's data, helpers and guarded run.
+
+`unlearn(exp, original, split)` assembles the splits a method reads
+(forget, retain, and the whole train set flagged per sample), appends
+`--data_augment`'s extra forget samples or trains the OpenGAN whose hook
+the distillation methods use, pretrains the SimCLR encoder when the method
+takes a self-supervised term, then runs the method from the original model
+under the guard rails (mu_jax/guard.py) unless they are disabled.
+"""
+
+import copy
+from typing import Any, Callable
+
+import numpy as np
+from absl import logging
+
+from mu_jax import augmentation
+from mu_jax import guard
+from mu_jax import methods
+from mu_jax import optim
+from mu_jax import parallel
+from mu_jax import self_supervised
+from mu_jax import splits as splits_lib
+from mu_jax import train
+from mu_jax.experiment import Experiment
+
+
+def fit_forget_batch(batch_size: int, num_forget: int, mesh) -> int:
+  """The forget batch size, clamped to a forget set smaller than it.
+
+  Instance-wise requests are often tiny (tens of samples) while the methods'
+  forget batches are sized for hundreds (SCRUB's is 256); one batch of the
+  whole forget set is what the method would see anyway, so the batch is
+  lowered to the forget set's size (a multiple of the device count) with a
+  warning instead of failing. Retain and mixed batches keep the driver's
+  'larger than its split' error: there a too-large batch is a mistake.
+  """
+  fitted = parallel.fit_batch_size(batch_size, num_forget, mesh)
+  if fitted != batch_size:
+    logging.warning('forget batch size %d is larger than the forget set (%d '
+                    'samples); using %d', batch_size, num_forget, fitted)
+  return fitted
+
+
+def run_method(exp: Experiment, original, data, split: splits_lib.Split,
+             simclr=None, *, feature_augment=None,
+             on_step_end: Callable[[int, Any, Any], None] | None = None,
+             every_steps: int = 1) -> tuple[Any, dict[str, Any]]:
+  """Runs the configured unlearning method from the original model.
+
+  Under the guard rails (`config.guard`, mu_jax/guard.py) unless they are
+  disabled, in which case the method runs exactly as configured.
+  """
+  config = exp.config.method
+  module = methods.get(config.name)
+  size = config.batch_size
+  batch_size = {'forget': config.get('forget_batch_size', 0) or size,
+                'retain': config.get('retain_batch_size', 0) or size,
+                'mixed': size}
+  batch_size['forget'] = fit_forget_batch(
+      batch_size['forget'], len(data['forget']['label']), exp.mesh)
+  ctx = exp.context(data, batch_size, config.epochs, simclr, feature_augment)
+  method = module.make(config, ctx)
+  steps_per_epoch = sum(n for _, n in method.plan(0))
+  guard_config = exp.config.guard
+
+  def run_attempt(lr_scale: float, monitor=None) -> train.Result:
+    optim_config = copy.deepcopy(config.optim)
+    optim_config.lr = config.optim.lr * lr_scale
+    tx = optim.make_optimizer(optim_config, max(1, steps_per_epoch),
+                              config.epochs)
+    return train.run(
+        method, original.with_optimizer(tx), data, epochs=config.epochs,
+        batch_size=batch_size, seed=exp.config.seed,
+        prep=exp.prep(config.augment), mesh=exp.mesh,
+        desc=f'unlearn ({methods.canonical_name(config.name)})',
+        on_step_end=on_step_end, every_steps=every_steps, monitor=monitor,
+        checks_per_epoch=guard_config.checks_per_epoch)
+
+  if not guard_config.enabled:
+    result = run_attempt(1.0)
+    return result.state, {'seconds': result.run_seconds,
+                          'compile_seconds': result.compile_seconds,
+                          'history': result.history,
+                          'guard': {'enabled': False}}
+  dataset = exp.dataset
+  probe = guard.Probe(
+      dataset.train_images, dataset.train_labels, dataset.test_images,
+      dataset.test_labels, split, config=guard_config, seed=exp.config.seed,
+      mean=dataset.mean, std=dataset.std, mesh=exp.mesh,
+      batch_size=exp.config.eval.batch_size)
+  outcome = guard.run(guard_config, split.mode, probe, original, run_attempt)
+  return outcome.state, {
+      'seconds': outcome.seconds, 'compile_seconds': outcome.compile_seconds,
+      'history': outcome.result.history if outcome.result else [],
+      'guard': outcome.report}
+
+
+def _with_extra_forget(exp: Experiment, data: dict,
+                    info: dict | None = None) -> dict:
+  """Appends --data_augment's extra samples to 'forget' and 'mixed'.
+
+  Extra samples are flagged is_forget=1 in 'mixed'; 'retain' and the
+  evaluation's forget set are untouched. The generator's info (training
+  time, reuse, checkpoint, losses) is added to `info` when given.
+  """
+  forget = data['forget']
+  images, labels, augment_info = augmentation.extra_forget(
+      exp.config, exp.dataset, forget['image'], forget['label'], exp.mesh)
+  if info is not None:
+    info.update(augment_info)
+  if not len(labels):
+    return data
+  logging.info('forget set augmented (%s): %d + %d samples',
+               augment_info.get('augment'), len(forget['label']),
+               len(labels))
+  mixed = data['mixed']
+  return {**data,
+          'forget': train.split_data(
+              np.concatenate([forget['image'], images]),
+              np.concatenate([forget['label'], labels])),
+          'mixed': train.split_data(
+              np.concatenate([mixed['image'], images]),
+              np.concatenate([mixed['label'], labels]),
+              is_forget=np.concatenate([
+                  mixed['is_forget'], np.ones(len(labels), np.float32)]))}
+
+
+def unlearn(exp: Experiment, original, split: splits_lib.Split, *,
+            on_step_end: Callable[[int, Any, Any], None] | None = None,
+            every_steps: int = 1):
+  """Unlearns `split.forget` from `original` with `exp.config.method`.
+
+  Args:
+    exp: the experiment.
+    original: the original model's TrainState (not modified).
+    split: the forget / retain split.
+    on_step_end: see `train.run`.
+    every_steps: see `train.run`.
+
+  Returns:
+    (state, info, simclr_info): info holds 'seconds' (RTE),
+    'compile_seconds', 'history' and 'augmentation' (`augmentation_report`);
+    simclr_info is the SimCLR encoder's training info when the method takes
+    a self-supervised term, else None.
+  """
+  images, labels = exp.dataset.train_images, exp.dataset.train_labels
+  is_forget = np.zeros(len(labels), np.float32)
+  is_forget[split.forget] = 1.0
+  data = {'forget': train.split_data(images[split.forget],
+                                     labels[split.forget]),
+          'retain': train.split_data(images[split.retain],
+                                     labels[split.retain]),
+          # The whole train set flagged per sample, for methods that mix
+          # forget and retain samples in one batch (the original project).
+          'mixed': train.split_data(images, labels, is_forget=is_forget)}
+  augment_info = {}
+  data = _with_extra_forget(exp, data, augment_info)
+  feature_augment = None
+  if exp.config.method.data_augment == 'opengan':
+    feature_augment, augment_info = augmentation.feature_hook(
+        exp.config, exp.dataset, original, images[split.forget],
+        split.train_digest(), split.name, exp.mesh)
+  simclr, simclr_info = None, None
+  if exp.config.method.loss_weight:
+    simclr_state, simclr_info = self_supervised.pretrain(exp)
+    simclr = (simclr_state.apply_fn,
+              {'params': simclr_state.params, **simclr_state.model_state},
+              exp.config.ssl.unlearn_temperature)
+  state, info = run_method(exp, original, data, split, simclr,
+                         feature_augment=feature_augment,
+                         on_step_end=on_step_end, every_steps=every_steps)
+  info['augmentation'] = augmentation.report(
+      exp.config.method, len(data['forget']['label']) - len(split.forget),
+      augment_info)
+  return state, info, simclr_info
