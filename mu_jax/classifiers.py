@@ -27,21 +27,33 @@ from mu_jax.methods import retrain
 
 
 def train_or_reuse(exp: Experiment, what: str, name: str, recipe: dict,
-                    method: base.Method, template, data, epochs: int,
-                    batch: int, augment: bool) -> tuple[Any, dict[str, Any]]:
+                   method: base.Method, template, data, epochs: int,
+                   batch: int, augment: bool) -> tuple[Any, dict[str, Any]]:
   """Trains the model of checkpoint folder `name` with `method`, or reuses it.
+
+  Per-step metrics of a training go to `exp.event_log(what)`.
 
   Returns:
     (state, info): see `checkpoint_lib.train_or_reuse`.
   """
   template = jax.device_put(template, parallel.replicated(exp.mesh))
-  return checkpoint_lib.train_or_reuse(
-      os.path.join(exp.config.checkpoint_dir, name), recipe, f'a {what} model',
-      template, lambda checkpointer: train.run(
+
+  def train_it(checkpointer):
+    log = exp.event_log(what)
+    try:
+      return train.run(
           method, template, data, epochs=epochs,
           batch_size={'retain': batch}, seed=exp.config.seed,
           prep=exp.prep(augment), mesh=exp.mesh, desc=f'train {what}',
-          checkpointer=checkpointer, checkpoint_meta={'recipe': recipe}))
+          checkpointer=checkpointer, checkpoint_meta={'recipe': recipe},
+          log_metrics=log)
+    finally:
+      if log is not None:
+        log.close()
+
+  return checkpoint_lib.train_or_reuse(
+      os.path.join(exp.config.checkpoint_dir, name), recipe, f'a {what} model',
+      template, train_it)
 
 
 class TrainingJob(NamedTuple):

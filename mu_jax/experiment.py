@@ -7,6 +7,8 @@ what every stage of a run shares (model factory, mesh, preprocessing, the
 methods' `Context`).
 """
 
+import os
+
 import ml_collections
 import numpy as np
 from absl import logging
@@ -18,6 +20,7 @@ from mu_jax import evaluate
 from mu_jax import methods
 from mu_jax import models
 from mu_jax import parallel
+from mu_jax import report
 from mu_jax import splits as splits_lib
 from mu_jax import state as state_lib
 from mu_jax import train
@@ -100,8 +103,11 @@ def _load_data(config):
 class Experiment:
   """Shared pieces of one run: model factory, mesh, preprocessing."""
 
-  def __init__(self, config, dataset, mesh):
+  def __init__(self, config, dataset, mesh, events_dir: str = ''):
+    """Args: config, dataset, mesh; events_dir: where per-step metrics go as
+    TensorBoard event files ('' = nowhere)."""
     self.config, self.dataset, self.mesh = config, dataset, mesh
+    self.events_dir = events_dir
     self.model = models.create(config.model, dataset.num_classes)
     self.image_shape = dataset.train_images.shape[1:]
 
@@ -120,6 +126,12 @@ class Experiment:
         self.dataset.mean, self.dataset.std,
         crop_padding=c.crop_padding if augment else 0,
         flip=c.flip and augment)
+
+  def event_log(self, name: str) -> report.EventLog | None:
+    """Event files for one training run under `events_dir` (or None)."""
+    if not self.events_dir:
+      return None
+    return report.EventLog(os.path.join(self.events_dir, name))
 
   def evaluate(self, state, split: splits_lib.Split,
                desc: str = 'eval') -> dict[str, float]:

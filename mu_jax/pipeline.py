@@ -51,7 +51,8 @@ def run(config: ml_collections.ConfigDict, workdir: str = '') -> dict:
                len(dataset.test_labels), split.name, len(split.forget),
                len(split.retain), len(split.test), len(split.val),
                mesh.devices.size, workdir)
-  exp = experiment.Experiment(config, dataset, mesh)
+  exp = experiment.Experiment(config, dataset, mesh,
+                              events_dir=os.path.join(workdir, 'tensorboard'))
 
   original, original_info, retrained, retrain_info = (
       classifiers.train_classifiers(exp, split))

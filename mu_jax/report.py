@@ -29,6 +29,26 @@ def device_info() -> dict[str, Any]:
           'count': len(devices), 'processes': jax.process_count()}
 
 
+class EventLog:
+  """Per-step scalars as TensorBoard event files (tensorboardX, no TF).
+
+  `tensorboard --logdir <workdir>/tensorboard` shows them while a run
+  trains. Calling it with (step, {name: value}) adds one scalar per name.
+  """
+
+  def __init__(self, directory: str):
+    import tensorboardX  # pylint: disable=g-import-not-at-top
+    self.directory = directory
+    self._writer = tensorboardX.SummaryWriter(directory, flush_secs=10)
+
+  def __call__(self, step: int, scalars: Mapping[str, float]):
+    for name, value in scalars.items():
+      self._writer.add_scalar(name, value, step)
+
+  def close(self):
+    self._writer.close()
+
+
 def write_json(path: str, payload: Mapping[str, Any]):
   """Writes JSON via a temporary file and a rename: never half-written."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -190,12 +190,15 @@ class Run:
     checkpointer: if given, saves every epoch and resumes from the newest
       complete checkpoint it holds.
     checkpoint_meta: extra JSON metadata stored with each checkpoint.
+    log_metrics: `(step, {name: value})`, called with every step's metrics
+      (e.g. `report.EventLog`, TensorBoard event files).
   """
   state: Any
   data: Mapping[str, SplitData]
   seed: int
   checkpointer: checkpoint_lib.Checkpointer | None = None
   checkpoint_meta: Mapping[str, Any] | None = None
+  log_metrics: Callable[[int, Mapping[str, float]], None] | None = None
 
 
 def run(method: base.Method, state, data: Mapping[str, SplitData], *,
@@ -208,6 +211,7 @@ def run(method: base.Method, state, data: Mapping[str, SplitData], *,
         every_steps: int = 1,
         monitor: Callable[[float, int, Any, Any], None] | None = None,
         checks_per_epoch: int = 1,
+        log_metrics: Callable[[int, Mapping[str, float]], None] | None = None,
         ) -> Result:
   """Runs `method` for `epochs` epochs starting from `state`.
 
@@ -238,6 +242,7 @@ def run(method: base.Method, state, data: Mapping[str, SplitData], *,
       counts as run time: it is part of the method (e.g. the guard rails).
       It must not keep `state`'s buffers: the next step donates them.
     checks_per_epoch: see `check_points`.
+    log_metrics: see `Run`.
 
   Returns:
     A `Result`.
@@ -247,7 +252,7 @@ def run(method: base.Method, state, data: Mapping[str, SplitData], *,
     TrainingError: the data or batch sizes do not fit the method.
   """
   return _Loop(method, [Run(state, data, seed, checkpointer,
-                            checkpoint_meta)],
+                            checkpoint_meta, log_metrics)],
                epochs=epochs, batch_size=batch_size, prep=prep, mesh=mesh,
                desc=desc).train(on_epoch_end=on_epoch_end,
                                 on_step_end=on_step_end,
@@ -381,16 +386,19 @@ class _Loop:
           (state, method_state, example, loop_rng, jnp.int32(0)), self.group)
     return steps
 
-  def _accumulate(self, pending, sums, counts, step):
-    phase_name, metrics = pending
+  def _accumulate(self, pending, sums, counts):
+    step, phase_name, metrics = pending
     values = jax.device_get(metrics)
     prefix = '' if phase_name == 'main' else f'{phase_name}/'
-    for i in range(len(self.runs)):
-      run_values = {k: (v[i] if self.group else v) for k, v in values.items()}
+    for i, r in enumerate(self.runs):
+      run_values = {prefix + k: float(v[i] if self.group else v)
+                    for k, v in values.items()}
       _check_finite(run_values, f'{self._desc(i)} ({phase_name})', step)
+      if r.log_metrics is not None:
+        r.log_metrics(step, run_values)
       for k, v in run_values.items():
-        sums[i][prefix + k] = sums[i].get(prefix + k, 0.0) + float(v)
-        counts[i][prefix + k] = counts[i].get(prefix + k, 0) + 1
+        sums[i][k] = sums[i].get(k, 0.0) + v
+        counts[i][k] = counts[i].get(k, 0) + 1
 
   def _check_params(self, state, step):
     for i in range(len(self.runs)):
@@ -434,11 +442,11 @@ class _Loop:
               state, method_state, metrics = steps[phase_name](
                   state, method_state, self._host_batches(phase), loop_rng,
                   jnp.int32(global_step))
+              global_step += 1
               # Read the previous step's metrics while this one runs.
               if pending is not None:
-                self._accumulate(pending, sums, counts, global_step)
-              pending = (phase_name, metrics)
-              global_step += 1
+                self._accumulate(pending, sums, counts)
+              pending = (global_step, phase_name, metrics)
               done += 1
               bar.update()
               if on_step_end is not None and global_step % every_steps == 0:
@@ -449,13 +457,13 @@ class _Loop:
                 on_step_end(global_step, state, method_state)
                 hook_seconds += time.perf_counter() - hook_start
               if done in looks:
-                self._accumulate(pending, sums, counts, global_step)
+                self._accumulate(pending, sums, counts)
                 pending = None
                 self._check_params(state, global_step)
                 monitor(epoch + done / epoch_steps, global_step, state,
                         method_state)
           if pending is not None:
-            self._accumulate(pending, sums, counts, global_step)
+            self._accumulate(pending, sums, counts)
           # A finite loss can hide non-finite weights (e.g. the last step's
           # update); never save or hand on such a model.
           self._check_params(state, global_step)

@@ -64,18 +64,27 @@ def run_method(exp: Experiment, original, data, split: splits_lib.Split,
   steps_per_epoch = sum(n for _, n in method.plan(0))
   guard_config = exp.config.guard
 
+  attempts = []  # One event log per run of the method.
+
   def run_attempt(lr_scale: float, monitor=None) -> train.Result:
     optim_config = copy.deepcopy(config.optim)
     optim_config.lr = config.optim.lr * lr_scale
     tx = optim.make_optimizer(optim_config, max(1, steps_per_epoch),
                               config.epochs)
-    return train.run(
-        method, original.with_optimizer(tx), data, epochs=config.epochs,
-        batch_size=batch_size, seed=exp.config.seed,
-        prep=exp.prep(config.augment), mesh=exp.mesh,
-        desc=f'unlearn ({methods.canonical_name(config.name)})',
-        on_step_end=on_step_end, every_steps=every_steps, monitor=monitor,
-        checks_per_epoch=guard_config.checks_per_epoch)
+    attempts.append(lr_scale)
+    log = exp.event_log(f'unlearn/attempt{len(attempts)}'
+                        if guard_config.enabled else 'unlearn')
+    try:
+      return train.run(
+          method, original.with_optimizer(tx), data, epochs=config.epochs,
+          batch_size=batch_size, seed=exp.config.seed,
+          prep=exp.prep(config.augment), mesh=exp.mesh,
+          desc=f'unlearn ({methods.canonical_name(config.name)})',
+          on_step_end=on_step_end, every_steps=every_steps, monitor=monitor,
+          checks_per_epoch=guard_config.checks_per_epoch, log_metrics=log)
+    finally:
+      if log is not None:
+        log.close()
 
   if not guard_config.enabled:
     result = run_attempt(1.0)

@@ -80,6 +80,14 @@ class MainTest(absltest.TestCase):
     self.assertIn('| retrain |', self.first.stdout)
     self.assertTrue(os.listdir(f'{self.tmp}/saved_data'))
 
+  def test_per_step_metrics_are_tensorboard_event_files(self):
+    for run in ('original', 'retrain'):
+      files = os.listdir(f'{self.tmp}/a/tensorboard/{run}')
+      self.assertTrue(any(f.startswith('events.out.tfevents') for f in files))
+    # The second run trained nothing and unlearned with fine-tuning.
+    self.assertFalse(os.path.exists(f'{self.tmp}/b/tensorboard/original'))
+    self.assertTrue(os.listdir(f'{self.tmp}/b/tensorboard/unlearn'))
+
   def test_second_run_reuses_checkpoints_and_split(self):
     self.assertEqual(self.second.returncode, 0, self.second.stderr[-2000:])
     with open(f'{self.tmp}/b/report.json') as f:

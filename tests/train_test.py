@@ -135,6 +135,20 @@ class TrainTest(parameterized.TestCase):
              checkpointer=ckpt)
       self.assertIsNone(ckpt.latest_meta())
 
+  def test_every_steps_metrics_reach_the_log(self):
+    made, state, data, batch = _setup()
+    logged = []
+    result = _run(made, state, data, batch, parallel.make_mesh(1),
+                  log_metrics=lambda step, values: logged.append(
+                      (step, dict(values))))
+    steps = 2 * (64 // batch)
+    self.assertEqual([s for s, _ in logged], list(range(1, steps + 1)))
+    self.assertEqual(set(logged[0][1]), {'loss', 'accuracy'})
+    # The epoch means of the history are the means of the logged values.
+    first_epoch = [v['loss'] for s, v in logged[:steps // 2]]
+    self.assertAlmostEqual(result.history[0]['loss'], np.mean(first_epoch),
+                           places=5)
+
   def test_batch_larger_than_split(self):
     made, state, data, _ = _setup(n=64, batch=16)
     with self.assertRaisesRegex(train.TrainingError, 'larger than the retain'):
