@@ -38,6 +38,7 @@ from typing import Any, Mapping
 import ml_collections
 
 from configs import default
+from mu_jax import errors
 from mu_jax import methods
 
 MODES = ('random', 'class_wise')
@@ -389,19 +390,19 @@ def paper_method(name: str, mode: str = 'random') -> ml_collections.ConfigDict:
     mode: 'random' or 'class_wise' ('classwise' is accepted).
 
   Raises:
-    ValueError: for an unknown mode or method, or a method of mu_jax/methods
-      without a recipe here.
+    errors.ConfigError: for an unknown mode or method, or a method of
+      mu_jax/methods without a recipe here.
   """
   mode = 'class_wise' if mode == 'classwise' else mode
   if mode not in MODES:
-    raise ValueError(f'unknown forgetting mode {mode!r}; choose one of '
-                     f'{", ".join(MODES)}')
+    raise errors.ConfigError(f'unknown forgetting mode {mode!r}; choose one of '
+                             f'{", ".join(MODES)}')
   canonical = methods.canonical_name(name)
   if canonical not in methods.AVAILABLE:
-    raise ValueError(f'unknown method {name!r}; available: '
-                     f'{", ".join(methods.AVAILABLE)}')
+    raise errors.ConfigError(f'unknown method {name!r}; available: '
+                             f'{", ".join(methods.AVAILABLE)}')
   if canonical not in RECIPES:
-    raise ValueError(
+    raise errors.ConfigError(
         f'method {name!r} has no paper recipe in configs/cifar10_resnet18.py '
         f'(known: {", ".join(sorted(RECIPES))}); add its complete table there '
         'and to docs/RECIPES.md')
@@ -424,7 +425,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   mode = 'class_wise' if 'class_wise' in variants else 'random'
   names = [v for v in variants if v not in ('smoke', 'class_wise')]
   if len(names) > 1:
-    raise ValueError(f'config variants name more than one method: {names}')
+    raise errors.ConfigError(
+        f'config variants name more than one method: {names}')
   config = default.get_config('smoke' if smoke else None)
   config.data.name = 'cifar10'
   config.data.source = 'tfds'

@@ -17,6 +17,7 @@ from typing import Callable, Mapping
 import ml_collections
 
 from mu_jax import augmentation
+from mu_jax import errors
 from mu_jax import guard
 from mu_jax import methods
 from mu_jax import self_supervised
@@ -106,6 +107,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.eval = ml_collections.ConfigDict()
   config.eval.batch_size = 512  # Global evaluation batch.
+  # N >= 2: the NeurIPS 2023 challenge's forgetting quality from N retrained
+  # and N unlearned models (mu_jax/forgetting_quality.py); 0 = off.
+  config.eval.forgetting_quality_models = 0
+  # The extra retrain models: auto (vmapped on GPU/TPU, one at a time on
+  # CPU), always or never vmapped.
+  config.eval.forgetting_quality_vmap = 'auto'
 
   config.mesh = ml_collections.ConfigDict()
   config.mesh.num_devices = 0  # 0 = all visible devices.
@@ -207,14 +214,14 @@ def method_config(name: str, mode: str = 'random', *, smoke: bool = False,
     A fresh ConfigDict.
 
   Raises:
-    ValueError: an unknown method or mode.
+    errors.ConfigError: an unknown method or mode.
   """
   name = methods.canonical_name(name)
-  methods.get(name)  # Unknown method: a ValueError listing the choices.
+  methods.get(name)  # Unknown method: a ConfigError listing the choices.
   mode = 'class_wise' if mode == 'classwise' else mode
   if mode not in MODES:
-    raise ValueError(f'unknown mode {mode!r}; choose one of '
-                     f'{", ".join(MODES)} (or classwise)')
+    raise errors.ConfigError(f'unknown mode {mode!r}; choose one of '
+                             f'{", ".join(MODES)} (or classwise)')
   if recipes:
     section = importlib.import_module(f'configs.{recipes}').recipe(name, mode)
   else:
@@ -265,8 +272,8 @@ def parse_variants(arg: str | None, known: tuple[str, ...]) -> list[str]:
   variants = [v for v in (arg or '').split(',') if v]
   for variant in variants:
     if variant not in known:
-      raise ValueError(f'unknown config variant {variant!r}; known: '
-                       f'{", ".join(known)}')
+      raise errors.ConfigError(f'unknown config variant {variant!r}; known: '
+                               f'{", ".join(known)}')
   return variants
 
 

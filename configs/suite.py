@@ -77,6 +77,10 @@ def add_suite(config: ml_collections.ConfigDict, variant: str = '',
   config.suite.report_only = False
   config.suite.plots = True
   config.suite.curve_samples = 500  # Forget / retain samples per curve point.
+  # N >= 2: each method's forgetting quality (the NeurIPS 2023 challenge's F
+  # and score) from N unlearned and N retrained models per seed
+  # (mu_jax/forgetting_quality.py); 0 = off.
+  config.suite.forgetting_quality_models = 0
   config.suite.cka_samples = 500  # Forget samples for the CKA.
   config.suite.tsne_samples = 300  # Forget and retain samples, first seed.
   config.suite.tsne_iterations = 1000  # t-SNE optimisation steps (>= 250).

@@ -11,6 +11,11 @@ written inside the step, so Orbax renames it into place with the rest.
 `restore` recomputes them and raises `CheckpointError` on any mismatch. Steps
 saved before checksums existed restore unverified, with a warning.
 
+Interrupts: Ctrl-C (SIGINT) during `save` is held back until the step is
+written, then raised, so an interrupted run leaves whole steps; a save that
+fails (read-only folder, full disk) removes its partial step and raises a
+one-line `CheckpointError`.
+
 Concurrency: a `Checkpointer` holds an inter-process lock on its folder (the
 file `LOCK_NAME` inside it, via `filelock`) from construction until `close()`,
 so two runs on one folder take turns: the second waits (saying so once), then
@@ -25,6 +30,8 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
+import signal
 import sys
 import threading
 import time
@@ -103,6 +110,35 @@ def _unlock_folder(path: str) -> None:
     lock.release()
 
 
+@contextlib.contextmanager
+def _interrupts_held():
+  """Holds SIGINT back inside the block, then delivers it to its handler.
+
+  With Python's default handler that is a KeyboardInterrupt raised after the
+  block. Only in the main thread, where Python runs signal handlers;
+  elsewhere a no-op.
+  """
+  if (threading.current_thread() is not threading.main_thread()
+      or signal.getsignal(signal.SIGINT) is None):  # Not set from Python.
+    yield
+    return
+  received = []
+  previous = signal.signal(signal.SIGINT,
+                           lambda signum, frame: received.append(frame))
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, previous)
+  if not received or previous == signal.SIG_IGN:
+    return
+  logging.warning('interrupted; the checkpoint being written was finished '
+                  'first')
+  if callable(previous):  # Python's default handler raises KeyboardInterrupt.
+    previous(signal.SIGINT, received[0])
+  else:  # SIG_DFL: the process ends as the signal says.
+    signal.raise_signal(signal.SIGINT)
+
+
 def _incomplete_reason(step_dir: str) -> str | None:
   """Why a step folder cannot be a finished save, or None if it can be."""
   try:
@@ -175,9 +211,12 @@ class Checkpointer:
     try:
       os.makedirs(self.directory, exist_ok=True)
     except OSError as e:
-      raise CheckpointError(
+      error = errors.file_error(
+          e, self.directory, 'cannot create checkpoint folder',
+          'set --config.checkpoint_dir to a writable folder')
+      raise CheckpointError(str(error) if error else (
           f'cannot create checkpoint folder {self.directory} ({e.strerror}); '
-          'set --config.checkpoint_dir to a writable folder') from e
+          'set --config.checkpoint_dir to a writable folder')) from e
     self._lock = _lock_folder(self.directory)
     self._closed = False
     try:
@@ -305,17 +344,43 @@ class Checkpointer:
                       len(unverified), unverified[0])
 
   def save(self, step: int, state: PyTree, method_state: PyTree, meta: dict):
-    """Saves one step, with its checksums, and waits until it is written."""
+    """Saves one step, with its checksums, and waits until it is written.
+
+    Ctrl-C (SIGINT) during the save is held back until the step is written,
+    then raised as KeyboardInterrupt: an interrupted run leaves whole steps.
+
+    Raises:
+      CheckpointError: the folder cannot be written (read-only, full disk);
+        the partial step is removed.
+    """
     trees = {'state': state}
     if _has_leaves(method_state):
       trees['method_state'] = method_state
-    checksums = {'algorithm': 'sha256 of dtype name, shape and little-endian '
-                              'C-order bytes', 'arrays': _checksums(trees)}
-    items = {k: ocp.args.StandardSave(v) for k, v in trees.items()}
-    self._manager.save(step, args=ocp.args.Composite(
-        meta=ocp.args.JsonSave(meta),
-        **{_CHECKSUMS: ocp.args.JsonSave(checksums)}, **items))
-    self._manager.wait_until_finished()
+    with _interrupts_held():
+      try:
+        checksums = {'algorithm': 'sha256 of dtype name, shape and '
+                                  'little-endian C-order bytes',
+                     'arrays': _checksums(trees)}
+        items = {k: ocp.args.StandardSave(v) for k, v in trees.items()}
+        self._manager.save(step, args=ocp.args.Composite(
+            meta=ocp.args.JsonSave(meta),
+            **{_CHECKSUMS: ocp.args.JsonSave(checksums)}, **items))
+        self._manager.wait_until_finished()
+      except Exception as e:  # pylint: disable=broad-except
+        error = errors.file_error(
+            e, f'{self.directory}/{step}', 'cannot write checkpoint',
+            'set --config.checkpoint_dir to a writable folder')
+        if error is None:
+          raise
+        self._remove_partial(step)
+        raise CheckpointError(str(error)) from e
+
+  def _remove_partial(self, step: int) -> None:
+    """Deletes what a failed save of `step` left (Orbax's temporary folder)."""
+    with contextlib.suppress(OSError):
+      for entry in os.scandir(self.directory):
+        if entry.name.startswith(f'{step}.orbax-checkpoint-tmp'):
+          shutil.rmtree(entry.path, ignore_errors=True)
 
   def close(self):
     """Closes Orbax and releases the folder's lock; safe to call twice."""

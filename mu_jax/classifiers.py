@@ -14,6 +14,8 @@ from typing import Any, NamedTuple
 
 import jax
 import ml_collections
+from absl import logging
+import numpy as np
 
 from mu_jax import checkpoint as checkpoint_lib
 from mu_jax import models
@@ -28,10 +30,12 @@ from mu_jax.methods import retrain
 
 def train_or_reuse(exp: Experiment, what: str, name: str, recipe: dict,
                    method: base.Method, template, data, epochs: int,
-                   batch: int, augment: bool) -> tuple[Any, dict[str, Any]]:
+                   batch: int, augment: bool,
+                   seed: int | None = None) -> tuple[Any, dict[str, Any]]:
   """Trains the model of checkpoint folder `name` with `method`, or reuses it.
 
-  Per-step metrics of a training go to `exp.event_log(what)`.
+  Per-step metrics of a training go to `exp.event_log(what)`; `seed` (default
+  `config.seed`) seeds its batch order and step rngs.
 
   Returns:
     (state, info): see `checkpoint_lib.train_or_reuse`.
@@ -43,7 +47,8 @@ def train_or_reuse(exp: Experiment, what: str, name: str, recipe: dict,
     try:
       return train.run(
           method, template, data, epochs=epochs,
-          batch_size={'retain': batch}, seed=exp.config.seed,
+          batch_size={'retain': batch},
+          seed=exp.config.seed if seed is None else seed,
           prep=exp.prep(augment), mesh=exp.mesh, desc=f'train {what}',
           checkpointer=checkpointer, checkpoint_meta={'recipe': recipe},
           log_metrics=log)
@@ -52,7 +57,8 @@ def train_or_reuse(exp: Experiment, what: str, name: str, recipe: dict,
         log.close()
 
   return checkpoint_lib.train_or_reuse(
-      os.path.join(exp.config.checkpoint_dir, name), recipe, f'a {what} model',
+      os.path.join(exp.config.checkpoint_dir, name), recipe,
+      f"{'an' if what[:1] in 'aeiou' else 'a'} {what} model",
       template, train_it)
 
 
@@ -86,8 +92,22 @@ class TrainingJob(NamedTuple):
   prep: train.Preprocessing
 
 
+def model_seed(seed: int, model_index: int) -> int:
+  """The training seed of the `model_index`-th model of seed `seed`.
+
+  Model 0 is the run's own model (its seed is `seed`); the others, made for
+  many-model measures (mu_jax/forgetting_quality.py), get seeds of their
+  own stream.
+  """
+  if not model_index:
+    return seed
+  return int(np.random.SeedSequence([seed, model_index]).generate_state(1)[0]
+             % 2**31)
+
+
 def classifier_job(exp: Experiment, kind: str, images, labels,
-                   split_tag: tuple[str, str]) -> TrainingJob:
+                   split_tag: tuple[str, str],
+                   model_index: int = 0) -> TrainingJob:
   """Describes the original model (all data) or the retrain model.
 
   Args:
@@ -97,37 +117,46 @@ def classifier_job(exp: Experiment, kind: str, images, labels,
     labels: int [N] labels.
     split_tag: (name, digest) of the training data: ('all', 'all') or the
       split's; the name goes into the checkpoint folder's name.
+    model_index: 0 for the run's model; k > 0 for another model of the same
+      data and recipe, trained from its own seed (`model_seed`) into a
+      folder of its own.
   """
   config = exp.config
+  seed = model_seed(config.seed, model_index)
   data = {'retain': train.split_data(images, labels)}
   batch, epochs = config.train.batch_size, config.train.epochs
   tx = optim.make_optimizer(config.train.optim, len(labels) // batch, epochs)
-  template = exp.new_state(tx, jax.random.key(config.seed))
+  template = exp.new_state(tx, jax.random.key(seed))
   recipe = json.loads(json.dumps({  # Tuples become lists, as in JSON.
       'dataset_fingerprint': exp.dataset.fingerprint(),
       'split': split_tag[1], 'model': models.recipe(config.model),
-      'train': config.train.to_dict(), 'seed': config.seed}))
+      'train': config.train.to_dict(), 'seed': seed}))
   name = (f'{exp.dataset.name}_{models.tag(config.model)}_{split_tag[0]}'
-          f'_s{config.seed}')
+          f'_s{config.seed}' + (f'_m{model_index}' if model_index else ''))
   method = retrain.make(
       ml_collections.ConfigDict({'augment': config.train.augment}),
       exp.context(data, {'retain': batch}, epochs))
   return TrainingJob(
       kind=kind, name=name, directory=os.path.join(config.checkpoint_dir, name),
-      recipe=recipe, seed=config.seed, template=template, method=method,
+      recipe=recipe, seed=seed, template=template, method=method,
       data=data, epochs=epochs, batch_size=batch,
       prep=exp.prep(config.train.augment))
 
 
+def train_job(exp: Experiment, job: TrainingJob):
+  """Trains or reuses the model that `job` (`classifier_job`) describes."""
+  return train_or_reuse(exp, job.kind, job.name, job.recipe, job.method,
+                        job.template, job.data, job.epochs, job.batch_size,
+                        exp.config.train.augment, seed=job.seed)
+
+
 def _train_classifier(exp: Experiment, kind: str, images, labels,
                       split_tag: tuple[str, str]):
-  """Trains or reuses the model that `classifier_job` describes."""
+  """Trains or reuses the original (or `--config.init_from`) or retrain."""
   job = classifier_job(exp, kind, images, labels, split_tag)
   if kind == 'original' and exp.config.init_from:
     return _restore_given(exp, job.template, exp.config.init_from)
-  return train_or_reuse(exp, kind, job.name, job.recipe, job.method,
-                         job.template, job.data, job.epochs, job.batch_size,
-                         exp.config.train.augment)
+  return train_job(exp, job)
 
 
 def train_classifiers(exp: Experiment, split: splits_lib.Split):
@@ -157,6 +186,18 @@ def _restore_given(exp: Experiment, template, directory: str):
     if meta is None or not meta.get('done'):
       raise checkpoint_lib.CheckpointError(
           f'--config.init_from={directory} holds no finished training run')
+    recipe = meta.get('recipe')
+    recipe = recipe if isinstance(recipe, dict) else {}
+    if recipe.get('split', 'all') != 'all':
+      raise checkpoint_lib.CheckpointError(
+          f'--config.init_from={directory} holds a retrain model (trained '
+          'without a forget set), not an original one; use a folder named '
+          '<dataset>_<model>_all_s<seed>')
+    if recipe.get('dataset_fingerprint') not in (None,
+                                                 exp.dataset.fingerprint()):
+      logging.warning('--config.init_from=%s was trained on other data than '
+                      'this run uses; its forget set may not be in it',
+                      directory)
     state, _, meta = checkpointer.restore(
         jax.device_put(template, parallel.replicated(exp.mesh)))
   finally:

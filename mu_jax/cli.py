@@ -22,6 +22,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from mu_jax import errors
+
 
 def _configs_parent() -> str:
   """The folder that holds the `configs` package (checkout or site-packages)."""
@@ -41,34 +43,57 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     'workdir', '', 'Output folder (default: runs/<data>_<model>/<experiment>).')
 
+
+def _whole_number(value: str) -> int:
+  try:
+    return int(value)
+  except ValueError:
+    raise errors.ConfigError('expected a whole number') from None
+
+
+def _number(value: str) -> float:
+  try:
+    return float(value)
+  except ValueError:
+    raise errors.ConfigError('expected a number') from None
+
+
+def _classes(value: str) -> tuple[int, ...]:
+  try:
+    return tuple(int(c) for c in str(value).split(','))
+  except ValueError:
+    raise errors.ConfigError(
+        'expected class indices such as 0 or 1,3') from None
+
+
+def _at_least_one(value: int) -> int:
+  if value < 1:
+    raise errors.ConfigError('must be at least 1')
+  return value
+
+
 # The original project's flags (mu/arg_parser.py), as shortcuts for config
 # fields: flag -> (config path, converter). `--method` and `--mode` also
 # install that method's defaults for that mode (configs/<method>.py).
 _SHORTCUTS = {
     'method': ('method.name', str),
     'mode': ('split.mode', str),
-    'forget_class': ('split.forget_classes',
-                     lambda v: tuple(int(c) for c in str(v).split(','))),
-    'forget_num': ('split.forget_num', lambda v: _at_least_one(int(v))),
+    'forget_class': ('split.forget_classes', _classes),
+    'forget_num': ('split.forget_num',
+                   lambda v: _at_least_one(_whole_number(v))),
     'saved_data_path': ('split.saved_data_path', str),
-    'lr': ('method.optim.lr', float),
-    'epoches': ('method.epochs', int),
-    'epochs': ('method.epochs', int),
-    'batch_size': ('method.batch_size', int),
-    'loss_weight': ('method.loss_weight', float),
+    'lr': ('method.optim.lr', _number),
+    'epoches': ('method.epochs', _whole_number),
+    'epochs': ('method.epochs', _whole_number),
+    'batch_size': ('method.batch_size', _whole_number),
+    'loss_weight': ('method.loss_weight', _number),
     'supervised_mode': ('method.supervised_mode', str),
     'data_augment': ('method.data_augment', str),
-    'augment_num': ('method.augment_num', int),
-    'seed': ('seed', int),
+    'augment_num': ('method.augment_num', _whole_number),
+    'seed': ('seed', _whole_number),
 }
 for _name, (_path, _) in _SHORTCUTS.items():
   flags.DEFINE_string(_name, None, f'Shortcut for --config.{_path}.')
-
-
-def _at_least_one(value: int) -> int:
-  if value < 1:
-    raise ValueError('must be at least 1')
-  return value
 
 
 def _set(config, path: str, value):
@@ -91,9 +116,11 @@ def _apply_shortcuts(config, method_only: bool = False):
         or method_only != path.startswith('method.')):
       continue
     try:
-      _set(config, path, convert(value))
-    except ValueError as e:
-      raise ValueError(f'--{name}={value!r} is not valid ({e})') from None
+      converted = convert(value)
+    except errors.ConfigError as e:
+      raise errors.ConfigError(
+          f'--{name}={value!r} is not valid ({e})') from None
+    _set(config, path, converted)
 
 
 def _resolve_config(config):
@@ -177,25 +204,153 @@ class _DropLibraryInfo:
   """Keeps warnings only from chatty libraries.
 
   Orbax logs every file operation at INFO, and JAX logs at INFO that it found
-  no TPU library on every machine that has none.
+  no TPU library on every machine that has none. Orbax also logs, with a
+  traceback, the error of a write that failed in its thread (a full disk, a
+  read-only folder); the same error reaches mu_jax, which reports it in one
+  line, so that record keeps its message but loses the traceback, and
+  asyncio's later "Future exception was never retrieved" for it is dropped.
   """
 
   def filter(self, record):
+    if record.exc_info and errors.file_error(record.exc_info[1], None, '',
+                                             '') is not None:
+      if 'asyncio' in record.pathname:
+        return False
+      if 'orbax' in record.pathname:
+        record.exc_info = record.exc_text = None
     return (record.levelno >= std_logging.WARNING
             or ('orbax' not in record.pathname
                 and 'xla_bridge' not in record.pathname))
 
 
+def _quiet_closed_event_loops() -> None:
+  """Drops the 'Event loop is closed' noise of a failed Orbax write.
+
+  When a checkpoint write fails (a full disk), TensorStore's threads still
+  complete futures of the asyncio loop Orbax has closed; Python reports
+  each as an unraisable RuntimeError with a traceback, while mu_jax says
+  what failed in one line. Other unraisable exceptions reach the previous
+  hook.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, 'mu_jax_quiet', False):
+    return
+
+  def hook(unraisable):
+    if not (unraisable.object is None
+            and unraisable.exc_type is RuntimeError
+            and str(unraisable.exc_value) == 'Event loop is closed'):
+      previous(unraisable)
+
+  hook.mu_jax_quiet = True
+  sys.unraisablehook = hook
+
+
+# Exit status of a run ended by Ctrl-C (SIGINT), as shells report it.
+EXIT_INTERRUPTED = 130
+# The fix for a file-system error on a path that no one place owns.
+_PATH_FIX = ('check the folders given to --workdir, --config.checkpoint_dir, '
+             '--saved_data_path and --config.data.path')
+
+
+def _fail(message) -> None:
+  """Prints `mu_jax: error: <message>` on one line and exits with status 2."""
+  print(f"mu_jax: error: {' '.join(str(message).split())}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _interrupted() -> None:
+  """Ends a run stopped by Ctrl-C: one line, exit status 130."""
+  sys.stdout.flush()
+  print('mu_jax: interrupted; every checkpoint saved so far is complete, and '
+        'the same command resumes from the last one', file=sys.stderr)
+  sys.exit(EXIT_INTERRUPTED)
+
+
+def _user_error_in(error: BaseException) -> errors.MuJaxError | None:
+  """The MuJaxError that `error` was raised from, if any (the innermost).
+
+  ml_collections re-raises an error of the config file as the same type with
+  a traceback for a message, and absl wraps that in a flags.Error.
+  """
+  found, seen = None, set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if (isinstance(error, errors.MuJaxError)
+        and not str(error).startswith('Error whilst parsing config file')):
+      found = error
+    error = error.__cause__ or error.__context__
+  return found
+
+
+def _raised_by_overrides(error: BaseException) -> bool:
+  """Whether ml_collections raised `error` applying a --config.a.b override."""
+  tb = error.__traceback__
+  while tb is not None:
+    if tb.tb_frame.f_code.co_filename.endswith(
+        os.path.join('config_flags', 'config_path.py')):
+      return True
+    tb = tb.tb_next
+  return False
+
+
+def _unknown_override(error: BaseException, argv: list[str]) -> str:
+  """The message for a --config.a.b override of a field that does not exist."""
+  while error.args and isinstance(error.args[0], BaseException):
+    error = error.args[0]  # AttributeError(KeyError(...)) for a leaf.
+  text = str(error.args[0]) if error.args else str(error)
+  key, _, hint = text.partition('\n')
+  key = key.strip('\'"')
+  overrides = [a for a in argv[1:] if re.match(r'^--?config\.', a)]
+  named = [a for a in overrides
+           if key in re.split(r'[.=]', a.split('=', 1)[0])[1:]]
+  where = (named or overrides or ['--config'])[0]
+  hint = hint.strip()
+  hint = f' ({hint[:1].lower()}{hint[1:]})' if hint else ''
+  return (f'{where}: the config has no field {key!r}{hint}; the fields are '
+          'listed in configs/default.py')
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with every error a user can make as one line.
+
+  A config file that raises anything but a MuJaxError is a bug in it: its
+  traceback is kept, above the one line.
+  """
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    cause = _user_error_in(e)
+    if cause is not None:
+      _fail(f'--config: {cause}')
+    message = str(e)
+    if 'Traceback' in message:
+      print(message, file=sys.stderr)
+      _fail('--config: the config file raised an exception (traceback above)')
+    _fail(f'{message}; see --helpfull for the flags')
+  except (KeyError, AttributeError) as e:
+    if not _raised_by_overrides(e):
+      raise
+    _fail(_unknown_override(e, argv))
+
+
 def main(argv):
-  logging.get_absl_logger().addFilter(_DropLibraryInfo())
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  # On the handler: asyncio's records reach it through the root logger.
+  logging.get_absl_handler().addFilter(_DropLibraryInfo())
+  _quiet_closed_event_loops()
   # Imported here so that --help stays fast.
-  from mu_jax import errors  # pylint: disable=g-import-not-at-top
   from mu_jax import parallel  # pylint: disable=g-import-not-at-top
   from mu_jax import pipeline  # pylint: disable=g-import-not-at-top
+  from mu_jax import report  # pylint: disable=g-import-not-at-top
   try:
+    if len(argv) > 1:
+      raise errors.ConfigError(
+          f'unexpected arguments: {" ".join(argv[1:])}; flags take the form '
+          '--name=value')
     config = _resolve_config(_CONFIG.value)
+    # The report goes there at the end: refuse a folder that cannot be
+    # written before hours of training (default: under ./runs).
+    report.check_output_folder(_WORKDIR.value or 'runs', '--workdir')
     # Before any JAX computation: two host devices on a multi-core CPU (both
     # cores busy; JAX_NUM_CPU_DEVICES=1 restores one), the model's faster CPU
     # convolution kernels and the persistent compilation cache
@@ -210,9 +365,15 @@ def main(argv):
       result = tune.run(config, _WORKDIR.value)
     else:
       result = pipeline.run(config, _WORKDIR.value)
-  except (errors.MuJaxError, ValueError) as e:
-    print(f'mu_jax: error: {e}', file=sys.stderr)
-    sys.exit(2)
+  except errors.MuJaxError as e:
+    _fail(e)
+  except OSError as e:
+    # A user's path that a library opened (absl, TensorBoard, numpy...):
+    # one line if it names the path and is a file-system error; else a bug.
+    error = errors.file_error(e, None, 'cannot use', _PATH_FIX)
+    if error is None or not e.filename:
+      raise
+    _fail(error)
   print(result['table'])
   logging.info('report: %s', os.path.join(
       result['workdir'], 'report.json'))
@@ -220,12 +381,16 @@ def main(argv):
 
 
 def run():
-  """The `mu-jax` command (and `python main.py`): parses flags, runs main."""
+  """The `mu-jax` command (and `python main.py`): parses flags, runs main.
+
+  Bad input ends with one line `mu_jax: error: ...` and exit status 2;
+  Ctrl-C with one line `mu_jax: interrupted; ...` and exit status 130,
+  after the checkpoint being written (if any) is complete.
+  """
   try:
     sys.argv = _with_config_paths(sys.argv)
   except FileNotFoundError as e:
-    print(f'mu_jax: error: {e}', file=sys.stderr)
-    sys.exit(2)
+    _fail(e)
   # --help lists the key flags of the program absl runs (sys.argv[0]: main.py
   # or the mu-jax script), and its usage text is __main__'s docstring.
   for flag in flags.FLAGS.get_key_flags_for_module(__name__):
@@ -233,7 +398,10 @@ def run():
   main_module = sys.modules.get('__main__')
   if main_module is not None and not main_module.__doc__:
     main_module.__doc__ = __doc__
-  app.run(main)
+  try:
+    app.run(main, flags_parser=_parse_flags)
+  except KeyboardInterrupt:
+    _interrupted()
 
 
 if __name__ == '__main__':

@@ -30,15 +30,24 @@ def _per_example(state, images, labels, *, mean, std):
   (logits, _), _ = state.apply(state.params, x, train=False)
   log_probs = jax.nn.log_softmax(logits)
   label_log_prob = jnp.take_along_axis(log_probs, labels[:, None], -1)[:, 0]
+  # log p_y - log sum_{k != y} p_k from the logits, stably (LiRA's
+  # confidence; mia.logit_scaled_confidence is its float64 twin).
+  true_logit = jnp.take_along_axis(logits, labels[:, None], -1)[:, 0]
+  others = jnp.where(jax.nn.one_hot(labels, logits.shape[-1]) > 0, -jnp.inf,
+                     logits)
   return {'correct': logits.argmax(-1) == labels,
           'confidence': jnp.exp(label_log_prob),
-          'loss': -label_log_prob}
+          'loss': -label_log_prob,
+          'logit_confidence': true_logit - jax.nn.logsumexp(others, -1)}
 
 
 def per_example(state, images: np.ndarray, labels: np.ndarray, *,
                 mean, std, mesh, batch_size: int = 512,
                 desc: str = 'eval') -> dict[str, np.ndarray]:
-  """Per-sample correctness, true-label softmax confidence and CE loss.
+  """Per-sample correctness, true-label confidence, CE loss, LiRA confidence.
+
+  'logit_confidence' is log p_y - log sum_{k != y} p_k (the NeurIPS 2023
+  challenge's statistic, `mia.logit_scaled_confidence`).
 
   The model runs in eval mode (BatchNorm running statistics). Batches are
   padded to `batch_size` so that one compiled program serves all of them.

@@ -7,6 +7,7 @@ what every stage of a run shares (model factory, mesh, preprocessing, the
 methods' `Context`).
 """
 
+import math
 import os
 
 import ml_collections
@@ -19,6 +20,7 @@ from mu_jax import errors
 from mu_jax import evaluate
 from mu_jax import methods
 from mu_jax import models
+from mu_jax import optim
 from mu_jax import parallel
 from mu_jax import report
 from mu_jax import splits as splits_lib
@@ -76,6 +78,7 @@ def check_config(config: ml_collections.ConfigDict):
                       ('method.epochs', config.method.epochs)):
     if value < 1:
       raise ConfigError(f'{what} is {value}; it must be at least 1')
+  _check_numbers(config)
   made_for = config.method.get('mode', config.split.mode)
   if made_for != config.split.mode:
     logging.warning(
@@ -83,6 +86,63 @@ def check_config(config: ml_collections.ConfigDict):
         'run forgets in %s mode (configs/%s.py:method(%r) has that mode\'s)',
         config.method.name, made_for, config.split.mode,
         methods.canonical_name(config.method.name), config.split.mode)
+
+
+def _check_numbers(config: ml_collections.ConfigDict):
+  """Refuses valid-looking numbers that would silently run the wrong thing."""
+  if not (isinstance(config.seed, int) and 0 <= config.seed < 2**32):
+    # jax.random.key(2**32) is key(0): larger seeds would repeat others.
+    raise ConfigError(f'seed is {config.seed}; it must be a whole number in '
+                      f'[0, {2**32 - 1}]')
+  learning_rates = [('--config.train.optim.lr', config.train.optim.lr)]
+  if methods.canonical_name(config.method.name) != 'retrain':
+    # retrain trains with config.train; its method section is unused.
+    learning_rates.append(('--lr (--config.method.optim.lr)',
+                           config.method.optim.lr))
+  for what, lr in learning_rates:
+    if not (math.isfinite(lr) and lr > 0):
+      raise ConfigError(
+          f'{what} is {lr}; it must be a positive number (0 leaves the '
+          'model as it is, a negative one climbs the loss it should '
+          'descend)')
+  for what, section in (('train', config.train.optim),
+                        ('method', config.method.optim)):
+    # Checked again where the optimizer is made; here before any training.
+    if str(section.get('name', 'sgd')).lower() not in optim.OPTIMIZERS:
+      raise ConfigError(f'--config.{what}.optim.name is {section.name!r}; '
+                        f'choose one of {", ".join(optim.OPTIMIZERS)}')
+    if section.get('schedule', 'constant') not in optim.SCHEDULES:
+      raise ConfigError(f'--config.{what}.optim.schedule is '
+                        f'{section.schedule!r}; choose one of '
+                        f'{", ".join(optim.SCHEDULES)}')
+  if config.mesh.num_devices < 0:
+    raise ConfigError(f'--config.mesh.num_devices is '
+                      f'{config.mesh.num_devices}; use 0 for all devices or '
+                      'a positive count')
+  for what in ('max_train', 'max_test'):
+    if config.data[what] < 0:
+      raise ConfigError(f'--config.data.{what} is {config.data[what]}; use 0 '
+                        'for all images or a positive count')
+  guard_config = config.guard
+  if (guard_config.enabled
+      and methods.canonical_name(config.method.name) != 'retrain'):
+    # The guard rails (mu_jax/guard.py) start after training the original
+    # and retrain models: check their settings now.
+    if guard_config.max_attempts < 1 or guard_config.lr_factor <= 1.0:
+      raise ConfigError(
+          f'guard.max_attempts={guard_config.max_attempts} must be >= 1 and '
+          f'guard.lr_factor={guard_config.lr_factor} > 1')
+    if guard_config.checks_per_epoch < 1:
+      raise ConfigError(f'guard.checks_per_epoch='
+                        f'{guard_config.checks_per_epoch} must be >= 1')
+    if not 0.0 < guard_config.random_progress <= 1.0:
+      raise ConfigError(f'guard.random_progress='
+                        f'{guard_config.random_progress} must be in (0, 1]')
+    if config.split.mode == 'random' and config.split.val_fraction <= 0:
+      raise ConfigError(
+          'the guard rails of random forgetting compare forget accuracy with '
+          'held-out accuracy and need a validation set: set '
+          '--config.split.val_fraction > 0, or --config.guard.enabled=False')
 
 
 def _load_data(config):

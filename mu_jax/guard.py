@@ -62,6 +62,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from mu_jax import errors
 from mu_jax import evaluate
 from mu_jax import train
 
@@ -88,7 +89,7 @@ def guard_config() -> ml_collections.ConfigDict:
   # Damage: points below the original's retain accuracy ...
   config.max_retain_drop = 10.0
   # ... or below its held-out (validation) accuracy ...
-  config.max_val_drop = 3.0
+  config.max_val_drop = 2.0
   # ... by more than this many standard errors of the measured drop.
   config.noise_z = 1.0
   # Class-wise: forget accuracy (%) at or below which a class is forgotten.
@@ -171,14 +172,14 @@ class Guard:
   def __init__(self, config: ml_collections.ConfigDict, mode: str,
                probe: Probe):
     if config.max_attempts < 1 or config.lr_factor <= 1.0:
-      raise ValueError(
+      raise errors.ConfigError(
           f'guard.max_attempts={config.max_attempts} must be >= 1 and '
           f'guard.lr_factor={config.lr_factor} > 1')
     if config.checks_per_epoch < 1:
-      raise ValueError(f'guard.checks_per_epoch={config.checks_per_epoch} '
+      raise errors.ConfigError(f'guard.checks_per_epoch={config.checks_per_epoch} '
                        'must be >= 1')
     if not 0.0 < config.random_progress <= 1.0:
-      raise ValueError(f'guard.random_progress={config.random_progress} '
+      raise errors.ConfigError(f'guard.random_progress={config.random_progress} '
                        'must be in (0, 1]')
     self.config, self.mode, self.probe = config, mode, probe
     self.base_correct = None  # The original's per-example correctness.
@@ -197,7 +198,7 @@ class Guard:
   def baseline(self, state) -> Check:
     """Measures the original model (attempt 0) and sets the targets."""
     if self.mode == 'random' and not self.probe.has_val:
-      raise ValueError(
+      raise errors.ConfigError(
           'the guard rails of random forgetting compare forget accuracy with '
           'held-out accuracy and need a validation set: set '
           '--config.split.val_fraction > 0, or --config.guard.enabled=False')

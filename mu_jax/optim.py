@@ -11,6 +11,8 @@ from typing import Mapping
 import ml_collections
 import optax
 
+from mu_jax import errors
+
 SCHEDULES = ('constant', 'cosine', 'multistep')
 OPTIMIZERS = ('sgd', 'adam')
 
@@ -39,8 +41,8 @@ def make_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
                   for m in config.get('milestones', ())}
     main = optax.piecewise_constant_schedule(config.lr, boundaries)
   else:
-    raise ValueError(f'unknown lr schedule {kind!r}; choose one of '
-                     f'{", ".join(SCHEDULES)}')
+    raise errors.ConfigError(f'unknown lr schedule {kind!r}; choose one of '
+                             f'{", ".join(SCHEDULES)}')
   if not warmup:
     return main
   return optax.join_schedules(
@@ -66,8 +68,8 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
   elif name == 'adam':
     opt = optax.adam(schedule)
   else:
-    raise ValueError(f'unknown optimizer {name!r}; choose one of '
-                     f'{", ".join(OPTIMIZERS)}')
+    raise errors.ConfigError(f'unknown optimizer {name!r}; choose one of '
+                             f'{", ".join(OPTIMIZERS)}')
   weight_decay = config.get('weight_decay', 0.0)
   if weight_decay:
     return optax.chain(optax.add_decayed_weights(weight_decay), opt)

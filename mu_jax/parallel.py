@@ -12,6 +12,8 @@ import jax
 import numpy as np
 from absl import logging
 
+from mu_jax import errors
+
 DATA_AXIS = 'data'
 # Host devices on a multi-core CPU when nothing else says how many. One XLA
 # CPU device keeps about 1.6 of 2 cores busy; two, each running half of the
@@ -38,8 +40,9 @@ def cpu_convolutions_for(model_name: str, setting: str = 'auto') -> str:
   'ynnpack' are kept as given.
   """
   if setting not in ('auto', *CPU_CONVOLUTION_FLAGS):
-    raise ValueError(f'--config.mesh.cpu_convolutions={setting!r}: choose '
-                     f"auto, {', '.join(sorted(CPU_CONVOLUTION_FLAGS))}")
+    raise errors.ConfigError(
+        f'--config.mesh.cpu_convolutions={setting!r}: choose '
+        f"auto, {', '.join(sorted(CPU_CONVOLUTION_FLAGS))}")
   if setting != 'auto':
     return setting
   return 'eigen' if model_name == 'cnn' else 'ynnpack'
@@ -66,8 +69,9 @@ def configure_host(cpu_devices: int = -1, cache_dir: str | None = None,
       ignore it.
   """
   if cpu_convolutions not in CPU_CONVOLUTION_FLAGS:
-    raise ValueError(f'cpu_convolutions={cpu_convolutions!r}: choose one of '
-                     f'{sorted(CPU_CONVOLUTION_FLAGS)}')
+    raise errors.ConfigError(
+        f'cpu_convolutions={cpu_convolutions!r}: choose one of '
+        f'{sorted(CPU_CONVOLUTION_FLAGS)}')
   xla_flags = os.environ.get('XLA_FLAGS', '')
   if CPU_CONVOLUTION_FLAGS[cpu_convolutions] and _YNN_FLAG not in xla_flags:
     # Read when the CPU backend starts, so this must precede it like the
@@ -118,10 +122,14 @@ def initialize_distributed(coordinator_address: str = '',
 def make_mesh(num_devices: int = 0) -> jax.sharding.Mesh:
   """A 1-D mesh over the first `num_devices` devices (0 = all)."""
   devices = jax.devices()
+  if num_devices < 0:
+    raise errors.ConfigError(f'--config.mesh.num_devices={num_devices}: use 0 '
+                             'for all devices or a positive count')
   if num_devices:
     if num_devices > len(devices):
-      raise ValueError(f'--config.mesh.num_devices={num_devices} but only '
-                       f'{len(devices)} devices are visible')
+      raise errors.ConfigError(
+          f'--config.mesh.num_devices={num_devices} but only '
+          f'{len(devices)} devices are visible')
     devices = devices[:num_devices]
   # Auto axis types: explicit sharding mode (the make_mesh default) would
   # demand out_sharding annotations inside method code (e.g. gathers).
@@ -147,10 +155,10 @@ def batch_sharded(mesh: jax.sharding.Mesh,
 
 
 def check_batch_size(batch_size: int, mesh: jax.sharding.Mesh, what: str):
-  """Raises a ValueError unless `batch_size` splits evenly over the mesh."""
+  """Raises a ConfigError unless `batch_size` splits evenly over the mesh."""
   n = mesh.devices.size
   if batch_size <= 0 or batch_size % n:
-    raise ValueError(
+    raise errors.ConfigError(
         f'{what} batch size {batch_size} is not a positive multiple of the '
         f'{n} devices; choose a multiple of {n}')
 

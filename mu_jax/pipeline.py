@@ -2,7 +2,8 @@
 
   config -> data and mesh (experiment.setup) -> split (experiment.make_split)
   -> original and retrain models (classifiers.train_classifiers)
-  -> unlearning (unlearn.unlearn) -> evaluation (evaluate.row)
+  -> unlearning (unlearn.unlearn) -> evaluation (evaluate.row; with
+  --config.eval.forgetting_quality_models, forgetting_quality.measure)
   -> report (report.experiment, written to workdir/report.json)
 
 `run(config, workdir)` is what the CLI calls; it is importable so that
@@ -20,6 +21,7 @@ from mu_jax import augmentation
 from mu_jax import classifiers
 from mu_jax import evaluate
 from mu_jax import experiment
+from mu_jax import forgetting_quality
 from mu_jax import methods
 from mu_jax import report
 from mu_jax import unlearn
@@ -45,6 +47,7 @@ def run(config: ml_collections.ConfigDict, workdir: str = '') -> dict:
   dataset, mesh = experiment.setup(config)
   split = experiment.make_split(config, dataset)
   workdir = workdir or default_workdir(config, split)
+  report.check_output_folder(workdir, '--workdir')
   logging.info('dataset %s: %d train / %d test; split %s: %d forget, %d '
                'retain, %d test, %d validation; %d device(s); workdir %s',
                dataset.name, len(dataset.train_labels),
@@ -81,11 +84,19 @@ def run(config: ml_collections.ConfigDict, workdir: str = '') -> dict:
   rows['retrain']['avg_gap'] = 0.0
   eval_seconds = time.perf_counter() - eval_start
 
+  quality = None
+  if config.eval.forgetting_quality_models and method != 'retrain':
+    quality = forgetting_quality.measure(exp, split, original, retrained,
+                                         unlearned, workdir)
+    rows['unlearned']['forgetting_quality'] = quality['forgetting_quality']
+    rows['unlearned']['challenge_score'] = quality['challenge_score']
+
   payload = report.experiment(
       config, dataset, split, workdir=workdir, method=method, rows=rows,
       infos={'original': original_info, 'retrain': retrain_info,
              'unlearned': unlearn_info},
       simclr_info=simclr_info,
-      seconds={'eval': eval_seconds, 'total': time.perf_counter() - start})
+      seconds={'eval': eval_seconds, 'total': time.perf_counter() - start},
+      quality=quality)
   report.write_json(os.path.join(workdir, 'report.json'), payload)
   return payload

@@ -2,8 +2,9 @@
 
 Every function takes plain numbers (dicts, lists, numpy arrays) and a path,
 draws one figure and returns the path; none of them knows about runs or
-checkpoints. Figures are built with `matplotlib.figure.Figure`, not pyplot,
-so nothing here touches global matplotlib state or needs a display.
+checkpoints (mu_jax/suite_report.py turns a suite's cells into their
+inputs). Figures are built with `matplotlib.figure.Figure`, not pyplot, so
+nothing here touches global matplotlib state or needs a display.
 """
 
 import io

@@ -1,5 +1,7 @@
 """The run report: `report.json` (written atomically) and the printed table."""
 
+import contextlib
+import errno
 import importlib.metadata
 import json
 import os
@@ -7,6 +9,8 @@ import platform
 from typing import Any, Mapping
 
 import jax
+
+from mu_jax import errors
 
 PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint',
             'tensorflow-datasets', 'ml-collections', 'absl-py', 'numpy',
@@ -50,18 +54,73 @@ class EventLog:
 
 
 def write_json(path: str, payload: Mapping[str, Any]):
-  """Writes JSON via a temporary file and a rename: never half-written."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  """Writes JSON via a temporary file and a rename: never half-written.
+
+  Raises:
+    errors.FileSystemError: the folder cannot be created or written (a
+      file in the way, read-only, full); no file is left behind.
+  """
   tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w') as f:
-    json.dump(payload, f, indent=2, sort_keys=False)
-    f.write('\n')
-  os.replace(tmp, path)
+  try:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(tmp, 'w') as f:
+      json.dump(payload, f, indent=2, sort_keys=False)
+      f.write('\n')
+    os.replace(tmp, path)
+  except OSError as e:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    error = errors.file_error(e, path, 'cannot write',
+                              'choose another --workdir')
+    if error is None:
+      raise
+    raise error from e
+
+
+def check_output_folder(path: str, flag: str) -> None:
+  """Refuses, up front, an output folder that could not be written.
+
+  Creates nothing: looks at `path` or its nearest existing parent.
+
+  Args:
+    path: the folder (it need not exist yet).
+    flag: the flag that named it, for the message (e.g. '--workdir').
+
+  Raises:
+    errors.FileSystemError: `path` or a parent is a file, or the nearest
+      existing folder is read-only, not writable or on a full device.
+  """
+  target = os.path.abspath(path)
+  probe = target
+  while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+    probe = os.path.dirname(probe)
+  fix = f'choose another {flag}'
+  if not os.path.isdir(probe):
+    what = 'it is' if probe == target else f'{probe} is'
+    raise errors.FileSystemError(
+        f'{flag} {path}: {what} a file, not a folder; {fix}', errno.ENOTDIR)
+  try:
+    stat = os.statvfs(probe)
+  except OSError:  # Not on this platform or file system: the write tells.
+    return
+  if stat.f_flag & os.ST_RDONLY:
+    raise errors.FileSystemError(
+        f'{flag} {path}: {probe} is on a read-only file system; {fix}',
+        errno.EROFS)
+  if not os.access(probe, os.W_OK | os.X_OK):
+    raise errors.FileSystemError(
+        f'{flag} {path}: {probe} is not writable (permission denied); {fix}',
+        errno.EACCES)
+  if stat.f_bavail == 0:
+    raise errors.FileSystemError(
+        f'{flag} {path}: no space left on the device of {probe}; free some '
+        f'space or {fix}', errno.ENOSPC)
 
 
 _COLUMNS = (('UA', 'unlearn_acc'), ('RA', 'retain_acc'), ('TA', 'test_acc'),
             ('Forget-test', 'forget_test_acc'), ('MIA-eff.', 'mia_efficacy'),
-            ('MIA-AUC', 'mia_loss_auc'), ('Avg.Gap', 'avg_gap'))
+            ('MIA-AUC', 'mia_loss_auc'), ('Avg.Gap', 'avg_gap'),
+            ('F', 'forgetting_quality'), ('Score', 'challenge_score'))
 
 
 def format_table(rows: Mapping[str, Mapping[str, float]],
@@ -81,7 +140,8 @@ def format_table(rows: Mapping[str, Mapping[str, float]],
     cells = [label]
     for _, key in columns:
       value = row.get(key)
-      fmt = '{:.3f}' if key == 'mia_loss_auc' else '{:.2f}'
+      fmt = '{:.3f}' if key in ('mia_loss_auc', 'forgetting_quality',
+                                'challenge_score') else '{:.2f}'
       cells.append('—' if value is None else fmt.format(value))
     time_s = seconds.get(label)
     cells.append('—' if time_s is None else f'{time_s:.1f}')
@@ -93,7 +153,8 @@ def experiment(config, dataset, split, *, workdir: str, method: str,
                rows: Mapping[str, Mapping[str, float]],
                infos: Mapping[str, Mapping[str, Any]],
                simclr_info: Mapping[str, Any] | None,
-               seconds: Mapping[str, float]) -> dict[str, Any]:
+               seconds: Mapping[str, float],
+               quality: Mapping[str, Any] | None = None) -> dict[str, Any]:
   """The report of one experiment (`pipeline.run`), its table included.
 
   Args:
@@ -108,6 +169,7 @@ def experiment(config, dataset, split, *, workdir: str, method: str,
       augmentation and guard).
     simclr_info: the SimCLR encoder's training info, if it was used.
     seconds: {'eval', 'total'} wall times.
+    quality: `forgetting_quality.measure`'s result, if it was asked for.
   """
   original, retrain, unlearned = (infos[k] for k in ('original', 'retrain',
                                                      'unlearned'))
@@ -127,6 +189,7 @@ def experiment(config, dataset, split, *, workdir: str, method: str,
       'method': method,
       'augmentation': unlearned['augmentation'],
       'guard': unlearned['guard'],
+      'forgetting_quality': quality,
       'metrics': dict(rows),
       'timings': {
           'original_train_seconds': original['seconds'],
@@ -155,5 +218,11 @@ def experiment(config, dataset, split, *, workdir: str, method: str,
        label: unlearned['seconds']})
   if unlearned['guard'].get('summary'):
     table += '\n' + unlearned['guard']['summary']
+  if quality:
+    table += (f"\nforgetting quality over {quality['models']} unlearned and "
+              f"{quality['models']} retrained models: F = "
+              f"{quality['forgetting_quality']:.3f}, challenge score "
+              f"{quality['challenge_score']:.3f}, mean epsilon "
+              f"{quality['mean_epsilon']:.2f}")
   payload['table'] = table
   return payload

@@ -1,14 +1,17 @@
 """What a model's layers compute: penultimate features and linear CKA.
 
-The suite's representation plots (the original project's
-`feature_visialization` and `metriccc/torch_cka`): the t-SNE of the penultimate
-features of forget and retain samples, and the linear CKA (Kornblith et al.,
-2019, "Similarity of Neural Network Representations Revisited") between every
-layer of the unlearned model and every layer of the original, the matrix the
-original project drew with torch_cka.
+The analyses behind the suite's representation plots (the original project's
+`feature_visialization` and `metriccc/torch_cka`): the penultimate features
+of forget and retain samples, which mu_jax/plots.py embeds with t-SNE
+(`forget_retain_features`), and the linear CKA (Kornblith et al., 2019,
+"Similarity of Neural Network Representations Revisited") between every layer
+of the unlearned model and every layer of the original, the matrix the
+original project drew with torch_cka (`cka_matrix`, `layer_cka`). They take
+models and images, and know nothing of suites, cells or files.
 """
 
 import functools
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -128,3 +131,47 @@ def cka_matrix(state_a, state_b, images: np.ndarray, *, mean,
   matrix = np.array([[_cka_from_grams(grams[0][a], grams[1][b])
                       for b in names] for a in names])
   return names, matrix
+
+
+def layer_cka(state, reference, images: np.ndarray, *, mean,
+              std) -> dict[str, Any]:
+  """`cka_matrix` of a model against a reference, as plain JSON values.
+
+  Args:
+    state: TrainState of the model analysed (e.g. an unlearned one).
+    reference: TrainState of the model it is compared with (the original).
+    images: uint8 [N, H, W, C], e.g. forget samples.
+    mean: normalisation mean.
+    std: normalisation std.
+
+  Returns:
+    {'layers': [L names], 'matrix': [L][L] floats, rows the model's layers,
+    columns the reference's}.
+  """
+  layers, matrix = cka_matrix(state, reference, images, mean=mean, std=std)
+  return {'layers': layers, 'matrix': matrix.tolist()}
+
+
+def forget_retain_features(state, images: np.ndarray, labels: np.ndarray,
+                           forget: np.ndarray, retain: np.ndarray, *, mean,
+                           std) -> dict[str, np.ndarray]:
+  """Penultimate features and labels of forget and retain samples.
+
+  Args:
+    state: a TrainState.
+    images: uint8 [N, H, W, C], the train images.
+    labels: int [N], their labels.
+    forget: indices of the forget samples.
+    retain: indices of the retain samples.
+    mean: normalisation mean.
+    std: normalisation std.
+
+  Returns:
+    {'forget': [F, D], 'forget_label': [F], 'retain': [R, D],
+    'retain_label': [R]}: one panel of `plots.tsne`.
+  """
+  arrays = {}
+  for name, index in (('forget', forget), ('retain', retain)):
+    arrays[name] = features(state, images[index], mean=mean, std=std)
+    arrays[f'{name}_label'] = labels[index]
+  return arrays

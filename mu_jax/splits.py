@@ -569,7 +569,16 @@ def get_split(
 
   if not os.path.exists(path):
     split = make_split(train_labels, test_labels, num_classes, **kwargs)
-    save_split(split, saved_data_path, dataset_fingerprint)
+    try:
+      save_split(split, saved_data_path, dataset_fingerprint)
+    except OSError as e:  # A file in the way, read-only, a full disk...
+      error = errors.file_error(
+          e, os.fspath(saved_data_path), 'cannot save the split in',
+          'set --saved_data_path (--config.split.saved_data_path) to a '
+          'writable folder, or to \'\' to not save it')
+      if error is None:
+        raise
+      raise SplitError(str(error)) from e
     return split
 
   split = load_split(path, dataset_fingerprint)

@@ -156,7 +156,7 @@ class _Setting:
     exp = experiment.Experiment(config, self.dataset, self.mesh)
     try:
       state, info, _ = unlearn.unlearn(exp, self.original, self.split)
-    except (errors.MuJaxError, ValueError) as e:  # E.g. a trial that diverges.
+    except errors.MuJaxError as e:  # E.g. a trial that diverges.
       return {'status': 'failed', 'error': f'{type(e).__name__}: {e}'}
     row = exp.evaluate(state, self.split, 'eval unlearned')
     row['avg_gap'] = evaluate.avg_gap(row, self.retrain_row)
@@ -193,6 +193,7 @@ def run(config: ml_collections.ConfigDict, workdir: str = '') -> dict:
   start = time.perf_counter()
   workdir = workdir or os.path.join(
       'runs', f'{config.data.name}_{config.model.name}', 'tune')
+  report.check_output_folder(workdir, '--workdir')
   tune = config.tune
   names = [methods.canonical_name(n) for n in _names(tune.methods)] or [
       m for m in methods.AVAILABLE if m != 'retrain']

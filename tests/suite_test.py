@@ -1,4 +1,5 @@
-"""The benchmark suite's control flow on a tiny dataset (mu_jax/suite.py).
+"""The benchmark suite's control flow on a tiny dataset (mu_jax/suite.py,
+suite_store.py, suite_report.py).
 
 Aggregation by hand, the table, the plan, resume after a kill, failure
 isolation and the files a run writes. The data is a 96-image synthetic npz
@@ -20,6 +21,8 @@ from configs import suite as suite_config
 from mu_jax import errors
 from mu_jax import methods
 from mu_jax import suite
+from mu_jax import suite_report
+from mu_jax import suite_store
 from mu_jax import unlearn as unlearn_lib
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -124,15 +127,16 @@ class AggregationTest(absltest.TestCase):
     self.assertLen(lines, 5)  # scrub has no cells: no row.
 
   def test_title_says_when_seeds_are_missing(self):
-    runner = object.__new__(suite._Suite)  # No data needed.
-    runner.config = suite_config.get_config('smoke')
-    runner.seeds = [0, 1, 2]
-    runner.dataset = mock.Mock()
-    runner.dataset.name = 'tiny'
-    info = {'class_wise': {'forget': 10, 'retain': 90, 'forget_classes': [0]}}
-    self.assertEndsWith(runner.title('class_wise', info, 2),
-                        'tiny, cnn, 2 of 3 seeds')
-    self.assertEndsWith(runner.title('class_wise', info, 3), 'cnn, 3 seeds')
+    model = suite_config.get_config('smoke').model.name
+    info = {'forget': 10, 'retain': 90, 'forget_classes': [0]}
+    self.assertEndsWith(
+        suite_report.title('class_wise', info, dataset='tiny', model=model,
+                           seeds=3, seeds_done=2),
+        'tiny, cnn, 2 of 3 seeds')
+    self.assertEndsWith(
+        suite_report.title('class_wise', info, dataset='tiny', model=model,
+                           seeds=3, seeds_done=3),
+        'cnn, 3 seeds')
 
 
 class PlanTest(absltest.TestCase):
@@ -159,6 +163,15 @@ class PlanTest(absltest.TestCase):
     config.suite.methods, config.suite.modes = '', 'sideways'
     with self.assertRaisesRegex(ValueError, 'unknown mode'):
       suite.plan(config)
+
+  def test_bad_modes_and_seeds_are_config_errors(self):
+    config = suite_config.get_config('smoke')
+    for modes, seeds, message in (('sideways', 2, 'unknown mode'),
+                                  (' , ', 2, 'modes is empty'),
+                                  ('random', 0, 'seeds=0; run at least 1')):
+      config.suite.modes, config.suite.seeds = modes, seeds
+      with self.assertRaisesRegex(errors.ConfigError, message):
+        suite.plan(config)
 
   def test_every_method_has_a_section_per_mode(self):
     config = suite_config.get_config()
@@ -308,6 +321,18 @@ class SuiteRunTest(absltest.TestCase):
       with self.assertRaisesRegex(ValueError, 'unknown method'):
         suite.run(config, f'{tmp}/w')
 
+  def test_forgetting_quality_column(self):
+    with tempfile.TemporaryDirectory() as tmp:
+      config = tiny_config(tmp, 'finetune', seeds=1)
+      config.suite.forgetting_quality_models = 2
+      result = suite.run(config, f'{tmp}/w')
+      with open(f'{tmp}/w/cells/random/s0/finetune.json') as f:
+        cell = json.load(f)
+      self.assertEqual(cell['forgetting_quality']['models'], 2)
+      self.assertBetween(cell['metrics']['forgetting_quality'], 0.0, 1.0)
+      header = result['table'].split('\n')[2]
+      self.assertIn('| F | Score |', header)
+
   def test_each_mode_runs_with_its_own_method_config(self):
     with tempfile.TemporaryDirectory() as tmp:
       config = tiny_config(tmp, 'neggrad', modes='random,class_wise',
@@ -365,13 +390,13 @@ class MovedCheckpointsTest(absltest.TestCase):
   def test_warns_when_finished_cells_used_another_checkpoint_dir(self):
     with tempfile.TemporaryDirectory() as tmp:
       runner = object.__new__(suite._Suite)  # No data needed.
-      runner.workdir = f'{tmp}/w'
+      runner.store = suite_store.CellStore(f'{tmp}/w')
       runner.config = suite_config.get_config('smoke')
       runner.config.checkpoint_dir = f'{tmp}/elsewhere'
       for model in suite.BASE_MODELS:
-        runner.save_cell({'mode': 'random', 'seed': 0, 'model': model,
-                          'status': 'ok',
-                          'checkpoint': f'{tmp}/w/checkpoints/x_{model}'})
+        runner.store.save({'mode': 'random', 'seed': 0, 'model': model,
+                           'status': 'ok',
+                           'checkpoint': f'{tmp}/w/checkpoints/x_{model}'})
       with self.assertLogs('absl', 'WARNING') as logs:
         runner.warn_moved_checkpoints('random', 0, ['finetune'])
       self.assertLen(logs.output, 2)

@@ -10,6 +10,7 @@ import importlib
 import os
 import pkgutil
 
+from mu_jax import errors
 from mu_jax.methods import base
 
 # Spellings of the original project's CLI and of the literature.
@@ -28,12 +29,12 @@ def canonical_name(name: str) -> str:
 
 
 def get(name: str):
-  """The method module for `name`; ValueError naming the choices if unknown."""
+  """The method module for `name`; a ConfigError naming the choices if unknown."""
   module = canonical_name(name)
   if module in AVAILABLE:
     return importlib.import_module(f'mu_jax.methods.{module}')
-  raise ValueError(f'unknown method {name!r}; available: '
-                   f'{", ".join(AVAILABLE)}')
+  raise errors.ConfigError(f'unknown method {name!r}; available: '
+                           f'{", ".join(AVAILABLE)}')
 
 
 __all__ = ['base', 'get', 'canonical_name', 'AVAILABLE']

@@ -20,6 +20,7 @@ import ml_collections
 import optax
 from absl import logging
 
+from mu_jax import errors
 from mu_jax import losses
 from mu_jax.methods import base
 
@@ -52,8 +53,9 @@ def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
   """Returns NegGrad; `config.variant` picks canonical or capstone."""
   variant = config.get('variant', 'canonical')
   if variant not in VARIANTS:
-    raise ValueError(f'unknown neggrad variant {variant!r}; choose one of '
-                     f'{", ".join(VARIANTS)} (--config.method.variant=...)')
+    raise errors.ConfigError(
+        f'unknown neggrad variant {variant!r}; choose one of '
+        f'{", ".join(VARIANTS)} (--config.method.variant=...)')
   capstone = variant == 'capstone'
   steps = ctx.steps_per_epoch['forget']
   scale = CAPSTONE_LOSS_SCALE if capstone else 1.0

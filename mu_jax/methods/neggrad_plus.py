@@ -11,6 +11,7 @@ time a small fraction of retraining.
 import jax
 import ml_collections
 
+from mu_jax import errors
 from mu_jax import losses
 from mu_jax.methods import base
 
@@ -27,8 +28,9 @@ def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
   """Returns NegGrad+; `config.alpha` weights the retain term."""
   alpha = float(config.get('alpha', 0.95))
   if not 0.0 <= alpha <= 1.0:
-    raise ValueError(f'neggrad_plus alpha {alpha} is not in [0, 1]; set '
-                     '--config.method.alpha to e.g. 0.95')
+    raise errors.ConfigError(
+        f'neggrad_plus alpha {alpha} is not in [0, 1]; set '
+        '--config.method.alpha to e.g. 0.95')
 
   def update(state, method_state, batches, rng):
     del rng  # Deterministic given the batches.

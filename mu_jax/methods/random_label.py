@@ -30,6 +30,7 @@ from typing import Any, Callable
 import jax
 import ml_collections
 
+from mu_jax import errors
 from mu_jax import losses
 from mu_jax import state as state_lib
 from mu_jax.methods import base
@@ -97,14 +98,15 @@ def make(config: ml_collections.ConfigDict, ctx: base.Context, *,
   """
   loop = config.get('loop', 'sequential')
   if loop not in LOOPS:
-    raise ValueError(f'unknown loop {loop!r} for {config.name}; choose one of '
-                     f'{", ".join(LOOPS)} (--config.method.loop=...)')
+    raise errors.ConfigError(
+        f'unknown loop {loop!r} for {config.name}; choose one of '
+        f'{", ".join(LOOPS)} (--config.method.loop=...)')
   different = bool(config.get('different_label', False))
   retain_weight = float(config.get('retain_weight', 1.0))
   num_classes = ctx.num_classes
   if different and num_classes < 2:
-    raise ValueError(f'different_label needs at least 2 classes, got '
-                     f'{num_classes}; set different_label=False')
+    raise errors.ConfigError(f'different_label needs at least 2 classes, got '
+                             f'{num_classes}; set different_label=False')
 
   def forward(state, params, images, model_state=None):
     (logits, _), model_state = state.apply(params, images, train=True,

@@ -45,6 +45,7 @@ import numpy as np
 import optax
 from absl import logging
 
+from mu_jax import errors
 from mu_jax import parallel
 from mu_jax.methods import base
 from mu_jax.methods import random_label
@@ -173,8 +174,9 @@ def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
   """Returns SalUn; `config.mask_ratio` is the fraction of weights that move."""
   ratio = float(config.get('mask_ratio', 0.5))
   if not 0.0 <= ratio <= 1.0:
-    raise ValueError(f'mask ratio {ratio} is not in [0, 1]; set '
-                     '--config.method.mask_ratio to a fraction such as 0.5')
+    raise errors.ConfigError(
+        f'mask ratio {ratio} is not in [0, 1]; set '
+        '--config.method.mask_ratio to a fraction such as 0.5')
 
   def prepare(rng, state):
     del rng  # The mask is a deterministic function of the forget set.

@@ -39,6 +39,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from mu_jax import errors
 from mu_jax import losses
 from mu_jax import self_supervised
 from mu_jax.methods import base
@@ -89,12 +90,13 @@ def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
   """Returns SCRUB in `config.variant` (canonical or capstone)."""
   variant = config.get('variant', 'canonical')
   if variant not in _VARIANTS:
-    raise ValueError(f'unknown scrub variant {variant!r}; choose one of '
-                     f'{", ".join(_VARIANTS)}')
+    raise errors.ConfigError(
+        f'unknown scrub variant {variant!r}; choose one of '
+        f'{", ".join(_VARIANTS)}')
   temperature = float(config.get('temperature', 1.0))
   if temperature <= 0:
-    raise ValueError(f'scrub temperature is {temperature}; it must be '
-                     'positive (--config.method.temperature)')
+    raise errors.ConfigError(f'scrub temperature is {temperature}; it must be '
+                             'positive (--config.method.temperature)')
 
   term = self_supervised.make_term(config, ctx)  # None if loss_weight is 0.
   hook = ctx.feature_augment  # None unless --data_augment opengan.
@@ -211,8 +213,8 @@ def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
   msteps = int(config.get('msteps', 1))
   fraction = config.get('retain_fraction', 1.0)
   if not 0 < fraction:
-    raise ValueError(f'scrub retain_fraction is {fraction}; it must be '
-                     'positive (--config.method.retain_fraction)')
+    raise errors.ConfigError(f'scrub retain_fraction is {fraction}; it must be '
+                             'positive (--config.method.retain_fraction)')
   max_steps = max(1, ctx.steps_per_epoch['forget'])
   min_steps = max(1, base.ceil_steps(fraction * ctx.steps_per_epoch['retain']))
 

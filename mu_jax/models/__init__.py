@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from mu_jax import errors
 from mu_jax.models import cnn
 from mu_jax.models import resnet
 
@@ -41,12 +42,12 @@ def create(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
   dtype; see `COMPUTE_DTYPES`.
   """
   if config.name not in _FACTORIES:
-    raise ValueError(
+    raise errors.ConfigError(
         f'unknown model {config.name!r}; choose one of {", ".join(NAMES)} '
         '(--config.model.name=...)')
   dtype_name = config.get('dtype', 'float32')
   if dtype_name not in COMPUTE_DTYPES:
-    raise ValueError(
+    raise errors.ConfigError(
         f'unknown model dtype {dtype_name!r}; choose float32 or bfloat16 '
         '(--config.model.dtype=...)')
   if dtype_name == 'bfloat16' and jax.default_backend() == 'cpu':
