@@ -6,7 +6,11 @@
   python main.py --config configs/suite_cifar10_resnet18.py           # all
 
 Made for a GPU: one model is 182 epochs of 50,000 images, about 92 hours on
-a 2-core CPU (see README, "Benchmark suite").
+a 2-core CPU (see README, "Benchmark suite"). On a GPU or TPU it trains in
+mixed precision (bfloat16 activations, float32 weights), on a CPU in float32
+(`config.model.dtype = 'auto'`; `--config.model.dtype=float32` for the
+papers' float32 on an accelerator). Checkpoint folders carry the resolved
+dtype (`..._resnet18_bf16_...`), so CPU and GPU runs never share one.
 
 Original and retrain models: the training recipe of SalUn's
 `Classification/main_train.py` (`TRAIN_RECIPE`): ResNet-18 with the 3x3
@@ -432,6 +436,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.source = 'tfds'
   config.model.name = 'resnet18'
   config.model.max_pool = False  # SalUn's CIFAR ResNet: maxpool = Identity.
+  # Mixed precision (bfloat16, float32 master weights) on a GPU or TPU,
+  # float32 on a CPU; checkpoints record the resolved dtype.
+  config.model.dtype = 'auto'
   config.train = ml_collections.ConfigDict(copy.deepcopy(dict(TRAIN_RECIPE)))
   config.split.mode = mode
   config.split.forget_num = 0

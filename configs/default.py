@@ -67,7 +67,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.max_pool = False  # ResNets: the max-pool the original kept.
   # float32 | bfloat16: mixed precision (bfloat16 activations and matrix
   # products, float32 parameters and optimizer state); for GPUs and TPUs.
+  # auto: bfloat16 on a GPU or TPU, float32 on a CPU (the paper configs,
+  # configs/cifar10_resnet18.py). Checkpoint recipes and folder names
+  # record the resolved dtype (mu_jax/models/backends.py).
   config.model.dtype = 'float32'
+  # auto | cpu_tuned | standard: the CNN's convolution and max-pool. auto:
+  # the CPU-tuned ones (mu_jax/models/conv.py, pooling.py) on a CPU, flax's
+  # nn.Conv / nn.max_pool elsewhere. Same parameters and values either way,
+  # so checkpoints are interchangeable; ResNets use flax's layers always.
+  config.model.layers = 'auto'
 
   # The recipe of the original model and of retrain (the gold standard).
   config.train = ml_collections.ConfigDict()
@@ -128,6 +136,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.distributed.coordinator_address = ''  # host:port; '' = auto-detect.
   config.distributed.num_processes = 0  # 0 = auto-detect.
   config.distributed.process_id = -1  # -1 = auto-detect.
+  # Seconds of silence after which the coordination service counts a process
+  # as dead and fails the others' barriers (JAX's default: 100).
+  config.distributed.heartbeat_timeout_seconds = 30
 
   if config.smoke:
     config.data.max_train = 512

@@ -8,6 +8,9 @@ docs/RECIPES.md): the random-forgetting recipes for random (10%) forgetting,
 the class-wise ones (e.g. SCRUB's large-scale class-forgetting run) for
 class-wise forgetting of class 0; 3 seeds: 9 models of 182 epochs plus 42
 unlearning runs; README, "Benchmark suite", estimates what it takes.
+bfloat16 mixed precision on a GPU or TPU, float32 on a CPU (configs/
+cifar10_resnet18.py, `model.dtype = 'auto'`). tests/paper_dry_run_test.py
+runs this config end to end on a tiny CIFAR-shaped dataset.
 """
 
 import ml_collections

@@ -24,6 +24,13 @@ the same folder share the lock. On open, step folders that lack a readable
 `meta/` or a `state/` (left by a crash or by concurrent runs of older
 versions) are renamed to `<step>.incomplete-<time>` with a warning, so they
 never block the folder.
+
+Several processes (jax.distributed): all of them open, save, restore and
+close every Checkpointer, as Orbax requires (it writes the replicated arrays
+from process 0 and synchronises the others); the folder must be on a file
+system they all see. The folder lock and the setting-aside of incomplete
+steps happen on process 0 alone, and the others wait for it at a barrier
+(`parallel.sync`); every process verifies the checksums of what it restored.
 """
 
 import contextlib
@@ -44,6 +51,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from mu_jax import errors
+from mu_jax import parallel
 
 PyTree = Any
 
@@ -217,10 +225,17 @@ class Checkpointer:
       raise CheckpointError(str(error) if error else (
           f'cannot create checkpoint folder {self.directory} ({e.strerror}); '
           'set --config.checkpoint_dir to a writable folder')) from e
-    self._lock = _lock_folder(self.directory)
+    # One run of several processes is one holder of the folder: process 0
+    # locks it and tidies it while the others wait (locking it from every
+    # process would deadlock: one waits for the lock, the holder for it in
+    # Orbax's barriers).
+    main = parallel.is_main_process()
+    self._lock = _lock_folder(self.directory) if main else None
     self._closed = False
     try:
-      self._set_aside_incomplete_steps()
+      if main:
+        self._set_aside_incomplete_steps()
+      parallel.sync('mu_jax: checkpoint folder opened')
       self._manager = ocp.CheckpointManager(
           self.directory,
           options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
@@ -271,6 +286,8 @@ class Checkpointer:
       restored = self._manager.restore(
           step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
     except Exception as e:  # pylint: disable=broad-except
+      if parallel.peer_failure(e):
+        raise  # Another process died in Orbax's barrier: not the files.
       raise CheckpointError(
           f'checkpoint {self.directory}/{step} is unreadable ({e!r:.80}); '
           'delete that directory to start over') from e
@@ -305,6 +322,8 @@ class Checkpointer:
       restored = self._manager.restore(
           step, args=ocp.args.Composite(meta=ocp.args.JsonRestore(), **args))
     except Exception as e:  # pylint: disable=broad-except
+      if parallel.peer_failure(e):
+        raise  # Another process died in Orbax's barrier: not the files.
       raise CheckpointError(
           f'checkpoint {self.directory}/{step} does not fit this model or is '
           f'corrupt ({type(e).__name__}); delete it or use another '
@@ -372,7 +391,8 @@ class Checkpointer:
             'set --config.checkpoint_dir to a writable folder')
         if error is None:
           raise
-        self._remove_partial(step)
+        if parallel.is_main_process():  # The one that writes.
+          self._remove_partial(step)
         raise CheckpointError(str(error)) from e
 
   def _remove_partial(self, step: int) -> None:
@@ -389,6 +409,11 @@ class Checkpointer:
     self._closed = True
     try:
       self._manager.close()
+      if sys.exc_info()[1] is None:
+        # Process 0 keeps the lock until every process is done with the
+        # folder. Not while an exception unwinds: that may have hit this
+        # process alone, and a barrier the others never reach would hang it.
+        parallel.sync('mu_jax: checkpoint folder closed')
     finally:
       if self._lock is not None:
         _unlock_folder(self._lock)

@@ -9,6 +9,12 @@
 path is read from the current directory if it is there, else from the folder
 that holds the `configs` package (the checkout, or site-packages), so
 `--config configs/scrub.py` works from any directory.
+
+Several processes (`--config.distributed.enabled=True`, one per host or
+GPU) run the same command; all compute, process 0 writes the report and
+prints the table. An error on any process ends all of them: the one that
+failed prints its `mu_jax: error: ...` line, the others one saying that
+another process failed (`parallel.end_process`).
 """
 
 import importlib.util
@@ -16,6 +22,7 @@ import logging as std_logging
 import os
 import re
 import sys
+import traceback
 
 from absl import app
 from absl import flags
@@ -253,10 +260,21 @@ _PATH_FIX = ('check the folders given to --workdir, --config.checkpoint_dir, '
              '--saved_data_path and --config.data.path')
 
 
-def _fail(message) -> None:
-  """Prints `mu_jax: error: <message>` on one line and exits with status 2."""
+def _exit(status: int, wait_for_others: bool = True) -> None:
+  """sys.exit, or, in a multi-process run, `parallel.end_process`."""
+  parallel = sys.modules.get('mu_jax.parallel')  # Not imported for --help.
+  if parallel is not None:
+    parallel.end_process(status, wait_for_others)
+  sys.exit(status)
+
+
+def _fail(message, wait_for_others: bool = True) -> None:
+  """Prints `mu_jax: error: <message>` on one line and exits with status 2.
+
+  `wait_for_others`: see `parallel.end_process`.
+  """
   print(f"mu_jax: error: {' '.join(str(message).split())}", file=sys.stderr)
-  sys.exit(2)
+  _exit(2, wait_for_others)
 
 
 def _interrupted() -> None:
@@ -264,7 +282,17 @@ def _interrupted() -> None:
   sys.stdout.flush()
   print('mu_jax: interrupted; every checkpoint saved so far is complete, and '
         'the same command resumes from the last one', file=sys.stderr)
-  sys.exit(EXIT_INTERRUPTED)
+  _exit(EXIT_INTERRUPTED)
+
+
+def _other_process_failed(error: BaseException) -> str:
+  """The message of a process that survived another one of its run."""
+  import jax  # pylint: disable=g-import-not-at-top
+  lines = str(error).strip().splitlines() or [type(error).__name__]
+  return (f'process {jax.process_index()} of {jax.process_count()} stops '
+          'because another process of this distributed run failed or '
+          f'became unreachable ({lines[0][:200]}); the first error is in '
+          "that process's output")
 
 
 def _user_error_in(error: BaseException) -> errors.MuJaxError | None:
@@ -372,12 +400,31 @@ def main(argv):
     # one line if it names the path and is a file-system error; else a bug.
     error = errors.file_error(e, None, 'cannot use', _PATH_FIX)
     if error is None or not e.filename:
+      if parallel.is_distributed():
+        traceback.print_exc()
+        _exit(1)  # A bug: its traceback, and no process left waiting.
       raise
     _fail(error)
-  print(result['table'])
-  logging.info('report: %s', os.path.join(
-      result['workdir'], 'report.json'))
-  print(f"report: {os.path.join(result['workdir'], 'report.json')}")
+  except Exception as e:  # pylint: disable=broad-except
+    if parallel.peer_failure(e):
+      # The failed process is gone (its connections closed): do not wait.
+      _fail(_other_process_failed(e), wait_for_others=False)
+    if parallel.is_distributed():
+      traceback.print_exc()
+      _exit(1)  # A bug: its traceback, and no process left waiting.
+    raise
+  if parallel.is_main_process():  # It wrote the report.
+    print(result['table'])
+    logging.info('report: %s', os.path.join(
+        result['workdir'], 'report.json'))
+    print(f"report: {os.path.join(result['workdir'], 'report.json')}")
+  try:
+    # No process reports success before process 0 has written the report.
+    parallel.sync('mu_jax: run finished')
+  except Exception as e:  # pylint: disable=broad-except
+    if not parallel.peer_failure(e):
+      raise
+    _fail(_other_process_failed(e), wait_for_others=False)
 
 
 def run():

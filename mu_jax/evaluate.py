@@ -51,6 +51,8 @@ def per_example(state, images: np.ndarray, labels: np.ndarray, *,
 
   The model runs in eval mode (BatchNorm running statistics). Batches are
   padded to `batch_size` so that one compiled program serves all of them.
+  In a multi-process run every process passes the same arrays, places its
+  devices' rows and gets every output (gathered from the others).
   """
   parallel.check_batch_size(batch_size, mesh, 'evaluation')
   sharding = parallel.batch_sharded(mesh)
@@ -66,9 +68,10 @@ def per_example(state, images: np.ndarray, labels: np.ndarray, *,
       image = np.concatenate([image, np.zeros_like(
           image[:1]).repeat(batch_size - real, 0)])
       label = np.concatenate([label, np.zeros(batch_size - real, np.int32)])
-    batch = jax.device_put((image, label), sharding)
+    batch = parallel.put((image, label), sharding)
     out = _per_example(state, *batch, mean=tuple(mean), std=tuple(std))
-    outputs.append(jax.tree.map(lambda v, r=real: np.asarray(v)[:r], out))
+    outputs.append(jax.tree.map(lambda v, r=real: v[:r],
+                                parallel.to_host(out)))
   return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
 
 

@@ -188,8 +188,12 @@ class Experiment:
         flip=c.flip and augment)
 
   def event_log(self, name: str) -> report.EventLog | None:
-    """Event files for one training run under `events_dir` (or None)."""
-    if not self.events_dir:
+    """Event files for one training run under `events_dir` (or None).
+
+    None on processes other than the first of a multi-process run: process
+    0 writes the run's files.
+    """
+    if not self.events_dir or not parallel.is_main_process():
       return None
     return report.EventLog(os.path.join(self.events_dir, name))
 
@@ -220,11 +224,16 @@ def setup(config: ml_collections.ConfigDict):
   Returns:
     (dataset, mesh).
   """
-  check_config(config)
   if config.distributed.enabled:
-    parallel.initialize_distributed(config.distributed.coordinator_address,
-                                    config.distributed.num_processes,
-                                    config.distributed.process_id)
+    # Joined before the checks: a process whose config is refused then
+    # ends the others through the coordination service (cli._fail) instead
+    # of leaving them waiting for it at start-up (5 minutes, then an abort).
+    parallel.initialize_distributed(
+        config.distributed.coordinator_address,
+        config.distributed.num_processes, config.distributed.process_id,
+        config.distributed.get('heartbeat_timeout_seconds',
+                               parallel.HEARTBEAT_TIMEOUT_SECONDS))
+  check_config(config)
   mesh = parallel.make_mesh(config.mesh.num_devices)
   for what, size in (('train', config.train.batch_size),
                      ('method', config.method.batch_size),
@@ -235,7 +244,11 @@ def setup(config: ml_collections.ConfigDict):
 
 def make_split(config: ml_collections.ConfigDict,
                dataset: data_lib.Dataset) -> splits_lib.Split:
-  """The forget / retain / test split of `config.split` and `config.seed`."""
+  """The forget / retain / test split of `config.split` and `config.seed`.
+
+  With `--saved_data_path`, only process 0 of a multi-process run saves it
+  (the others draw the same split, or read the saved one).
+  """
   return splits_lib.get_split(
       dataset.train_labels, dataset.test_labels, dataset.num_classes,
       dataset.fingerprint(), mode=config.split.mode,
@@ -243,4 +256,5 @@ def make_split(config: ml_collections.ConfigDict,
       forget_fraction=config.split.forget_fraction,
       forget_classes=tuple(config.split.forget_classes), seed=config.seed,
       val_fraction=config.split.val_fraction,
-      saved_data_path=config.split.saved_data_path)
+      saved_data_path=config.split.saved_data_path,
+      save=parallel.is_main_process())

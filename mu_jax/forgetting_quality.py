@@ -46,6 +46,7 @@ from mu_jax import evaluate
 from mu_jax import methods
 from mu_jax import mia
 from mu_jax import multiseed
+from mu_jax import parallel
 from mu_jax import splits as splits_lib
 from mu_jax import unlearn
 from mu_jax.experiment import Experiment
@@ -128,10 +129,11 @@ def _unlearned(exp: Experiment, split: splits_lib.Split, original, unlearned,
     state, info, _ = unlearn.unlearn(run, original, split)
     seconds += info['seconds']
     out = _outputs(run, state, split, f'eval unlearned {i}')
-    os.makedirs(workdir, exist_ok=True)
-    with open(path + '.tmp', 'wb') as f:  # Complete, or absent.
-      np.savez(f, **out)
-    os.replace(path + '.tmp', path)
+    if parallel.is_main_process():  # Process 0 writes the run's files.
+      os.makedirs(workdir, exist_ok=True)
+      with open(path + '.tmp', 'wb') as f:  # Complete, or absent.
+        np.savez(f, **out)
+      os.replace(path + '.tmp', path)
     outputs.append(out)
   return outputs, seconds
 

@@ -257,7 +257,9 @@ def contrastive_unlearning_loss(z1: jax.Array, z2: jax.Array,
 
 def simple_similarity_loss(student_z: jax.Array, reference_z: jax.Array,
                            is_forget: jax.Array) -> jax.Array:
-  """The original project's `--supervised_mode simple` term (`simple_contrast_loss`).
+  """The original project's `--supervised_mode simple` term.
+
+  (Its `simple_contrast_loss`.)
 
   With s_i the cosine similarity of the student's and the SimCLR encoder's
   projections of image i, p the forget fraction of the batch and

@@ -7,10 +7,13 @@ batch, exactly as on one device.
 """
 
 import os
+import sys
+import threading
 
 import jax
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
 from mu_jax import errors
 
@@ -102,21 +105,166 @@ def configure_host(cpu_devices: int = -1, cache_dir: str | None = None,
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
 
 
-def initialize_distributed(coordinator_address: str = '',
-                           num_processes: int = 0, process_id: int = -1):
-  """Multi-host start-up; a no-op for a single process.
+# Seconds after which the coordination service of a multi-process run counts
+# a silent process as dead and fails the others' barriers (JAX's default is
+# 100); a crashed process closes its connections at once, so this bounds only
+# the wait for a vanished host or one that died inside a barrier.
+HEARTBEAT_TIMEOUT_SECONDS = 30
+# How long a process that failed waits in `jax.distributed.shutdown` for the
+# others before it exits anyway (`end_process`): errors of the config or the
+# data reach every process within it, and then all end cleanly; a process
+# that fails alone leaves after it, and the others' next collective fails.
+SHUTDOWN_GRACE_SECONDS = 10
+# Words of the errors a collective or barrier raises when another process of
+# the run died or became unreachable (Gloo, the coordination service).
+_PEER_FAILURE_MARKERS = ('Gloo', 'Connection closed by peer',
+                         'Connection reset by peer', 'heartbeat',
+                         'Barrier failed', 'barrier has failed',
+                         'coordination service', 'Socket closed')
 
-  With no arguments on a TPU pod or a SLURM/Open MPI cluster, JAX discovers the
-  cluster itself; otherwise pass all three.
+
+def initialize_distributed(coordinator_address: str = '',
+                           num_processes: int = 0, process_id: int = -1,
+                           heartbeat_timeout_seconds: int = (
+                               HEARTBEAT_TIMEOUT_SECONDS)):
+  """Multi-host start-up; call before any JAX computation.
+
+  With no address on a TPU pod or a SLURM/Open MPI cluster, JAX discovers
+  the cluster itself; otherwise pass all three. CPU processes exchange
+  their collectives over Gloo (unless JAX_CPU_COLLECTIVES_IMPLEMENTATION
+  chooses another). Calling it again in a process that joined is a no-op.
+
+  Raises:
+    errors.ConfigError: the processes could not be joined (an unreachable
+      or busy coordinator address, a bad process id...).
   """
-  kwargs = {}
+  if jax.distributed.is_initialized():
+    return
+  kwargs = dict(heartbeat_timeout_seconds=int(heartbeat_timeout_seconds))
   if coordinator_address:
-    kwargs = dict(coordinator_address=coordinator_address,
+    kwargs.update(coordinator_address=coordinator_address,
                   num_processes=num_processes, process_id=process_id)
-  jax.distributed.initialize(**kwargs)
+  if not os.environ.get('JAX_CPU_COLLECTIVES_IMPLEMENTATION'):
+    # Without a collectives implementation a CPU process cannot run a
+    # computation that spans processes (JAX 0.10 defaults to Gloo; older
+    # versions to none).
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  try:
+    jax.distributed.initialize(**kwargs)
+  except (RuntimeError, ValueError, TypeError) as e:
+    first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    raise errors.ConfigError(
+        'cannot join the processes of the distributed run '
+        f'({first_line[:300]}); check --config.distributed.coordinator_'
+        'address, num_processes and process_id, or leave them empty on a '
+        'SLURM cluster or TPU pod') from e
   logging.info('process %d of %d, %d local / %d global devices',
                jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())
+
+
+def is_distributed() -> bool:
+  """Whether this process is one of several joined by jax.distributed."""
+  return jax.distributed.is_initialized() and jax.process_count() > 1
+
+
+def is_main_process() -> bool:
+  """Whether this process writes the run's files: the only one, or process 0.
+
+  Every process of a multi-process run computes everything (each takes part
+  in every collective), and process 0 alone writes reports, plots, event
+  files, saved splits and stores (Orbax coordinates checkpoints itself).
+  """
+  return not jax.distributed.is_initialized() or jax.process_index() == 0
+
+
+def sync(name: str) -> None:
+  """Waits until every process has reached `sync(name)`; a no-op for one.
+
+  A collective: every process must call it, in the same order as its other
+  collectives.
+  """
+  if is_distributed():
+    multihost_utils.sync_global_devices(name)
+
+
+def put(tree, sharding: jax.sharding.Sharding):
+  """Host (numpy) arrays as global `jax.Array`s laid out by `sharding`.
+
+  Each process places only the shards its own devices hold, cut from the
+  full array it holds (every process draws the same global batch), so it
+  works for one process and for many, with no cross-process traffic or
+  check; for one process the result equals `jax.device_put`'s.
+  """
+
+  def one(x):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding,
+                                        lambda index: x[index])
+
+  return jax.tree.map(one, tree)
+
+
+def _host(x) -> np.ndarray:
+  if (isinstance(x, jax.Array) and not x.is_fully_addressable
+      and not x.is_fully_replicated):
+    return multihost_utils.process_allgather(x, tiled=True)
+  return np.asarray(x)
+
+
+def to_host(tree):
+  """Arrays as numpy, whole, on every process.
+
+  A batch-sharded output of a multi-process run has parts on other
+  processes' devices: those are gathered (a collective, so every process
+  must call it); replicated and local arrays are read as they are.
+  """
+  return jax.tree.map(_host, tree)
+
+
+def peer_failure(error: BaseException) -> bool:
+  """Whether `error` says another process of this run failed or vanished.
+
+  What a collective (Gloo: "Connection closed by peer") or a coordination
+  barrier (a missed heartbeat) raises in the processes that survive one
+  that died.
+  """
+  if not jax.distributed.is_initialized() or isinstance(error,
+                                                        errors.MuJaxError):
+    return False
+  text = str(error)
+  return any(marker in text for marker in _PEER_FAILURE_MARKERS)
+
+
+def end_process(status: int, wait_for_others: bool = True) -> None:
+  """Exits with `status`; in a multi-process run, without hanging the others.
+
+  A single process (or one that never joined others) simply exits. A joined
+  process that failed waits up to `SHUTDOWN_GRACE_SECONDS` in
+  `jax.distributed.shutdown` for the others (all of them arrive when an
+  error of the config or the data hit every process, and all end cleanly),
+  then leaves without the exit handlers, whose shutdown would block for
+  minutes; its closed connections make the collectives of the processes
+  still running fail at once, and they end through here too
+  (`wait_for_others=False` when they learned it that way: the failed
+  process is gone, there is nothing to wait for).
+  """
+  sys.stdout.flush()
+  sys.stderr.flush()
+  if not jax.distributed.is_initialized():
+    sys.exit(status)
+  logging.flush()
+  if wait_for_others:
+    # Shutdown waits at a barrier for every process; leave after the grace
+    # period even if some never come (they are still computing).
+    timer = threading.Timer(SHUTDOWN_GRACE_SECONDS, os._exit, (status,))
+    timer.daemon = True
+    timer.start()
+    try:
+      jax.distributed.shutdown()
+    except Exception:  # pylint: disable=broad-except
+      pass  # The others are gone already: nothing left to shut down.
+  os._exit(status)  # pylint: disable=protected-access
 
 
 def make_mesh(num_devices: int = 0) -> jax.sharding.Mesh:

@@ -38,7 +38,8 @@ def run(config: ml_collections.ConfigDict, workdir: str = '') -> dict:
 
   Args:
     config: see configs/default.py.
-    workdir: output folder; '' = runs/<dataset>_<model>/<method>_<split>_s<seed>.
+    workdir: output folder; '' =
+      runs/<dataset>_<model>/<method>_<split>_s<seed>.
 
   Returns:
     The report (also written to `workdir/report.json`).

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 import jax
 
 from mu_jax import errors
+from mu_jax import parallel
 
 PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint',
             'tensorflow-datasets', 'ml-collections', 'absl-py', 'numpy',
@@ -56,10 +57,15 @@ class EventLog:
 def write_json(path: str, payload: Mapping[str, Any]):
   """Writes JSON via a temporary file and a rename: never half-written.
 
+  On the processes of a multi-process run other than process 0 it writes
+  nothing: process 0 writes the run's files (`parallel.is_main_process`).
+
   Raises:
     errors.FileSystemError: the folder cannot be created or written (a
       file in the way, read-only, full); no file is left behind.
   """
+  if not parallel.is_main_process():
+    return
   tmp = f'{path}.tmp-{os.getpid()}'
   try:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

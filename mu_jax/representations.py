@@ -43,8 +43,9 @@ def features(state, images: np.ndarray, *, mean, std,
   Returns:
     float32 [N, D].
   """
-  out = [np.asarray(_features(state, images[i:i + batch_size],
-                              mean=tuple(mean), std=tuple(std)))
+  # Read on every process of a multi-process run (`parallel.to_host`).
+  out = [parallel.to_host(_features(state, images[i:i + batch_size],
+                                    mean=tuple(mean), std=tuple(std)))
          for i in range(0, len(images), batch_size)]
   return np.concatenate(out)
 
@@ -72,9 +73,9 @@ def layer_activations(state, images: np.ndarray, *, mean,
   (_, penultimate), captured = state.apply_fn(
       variables, x, train=False, capture_intermediates=_is_layer,
       mutable=['intermediates'])
-  out = {name: np.asarray(jax.tree.leaves(calls['__call__'])[0])
+  out = {name: parallel.to_host(jax.tree.leaves(calls['__call__'])[0])
          for name, calls in captured['intermediates'].items()}
-  out['features'] = np.asarray(penultimate)
+  out['features'] = parallel.to_host(penultimate)
   return out
 
 

@@ -518,6 +518,7 @@ def get_split(
     seed: int,
     val_fraction: float = 0.0,
     saved_data_path: str | os.PathLike[str] = '',
+    save: bool = True,
 ) -> Split:
   """Returns the requested split, shared through `saved_data_path` if set.
 
@@ -539,6 +540,9 @@ def get_split(
     seed: See `make_split`.
     val_fraction: See `make_split`.
     saved_data_path: Directory of saved splits, or '' to not save.
+    save: Whether a split drawn here is saved to `saved_data_path` (False on
+      the processes of a multi-process run other than process 0, which
+      saves it; a saved one is read either way).
 
   Returns:
     The split.
@@ -569,6 +573,8 @@ def get_split(
 
   if not os.path.exists(path):
     split = make_split(train_labels, test_labels, num_classes, **kwargs)
+    if not save:
+      return split
     try:
       save_split(split, saved_data_path, dataset_fingerprint)
     except OSError as e:  # A file in the way, read-only, a full disk...

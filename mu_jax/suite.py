@@ -338,6 +338,8 @@ class _Suite:
                   method_config=suite_store.config_json(config.method))
       self.save_features(mode, seed, method, state, forget, retain)
     except Exception as e:  # pylint: disable=broad-except
+      if parallel.peer_failure(e):
+        raise  # Another process of the run died: no cell can run any more.
       # Any error of one method, bug or bad setting, must not stop the
       # others; the cell keeps the message and the traceback.
       logging.exception('suite: %s failed (%s, seed %d)', method, mode, seed)

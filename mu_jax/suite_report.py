@@ -18,6 +18,7 @@ import numpy as np
 from absl import logging
 
 from mu_jax import data as data_lib
+from mu_jax import parallel
 from mu_jax import plots
 from mu_jax import report
 from mu_jax import suite_store
@@ -256,7 +257,7 @@ def write(workdir: str, *, config: ml_collections.ConfigDict,
           guarded.append({'mode': mode, 'seed': cell['seed'], 'model': model,
                           'summary': cell['guard']['summary']})
   plot_start = time.perf_counter()
-  if config.suite.plots:
+  if config.suite.plots and parallel.is_main_process():  # It writes them.
     for mode in modes:
       figures[mode] = [os.path.relpath(p, workdir) for p in draw(
           os.path.join(workdir, 'plots'), mode, titles[mode], summary[mode],
@@ -311,6 +312,8 @@ def _write_markdown(path: str, payload: Mapping[str, Any]):
     lines.append('')
   lines.append(f"Total wall time: {payload['timings']['total_seconds']:.0f} s"
                f" on {payload['device']['kind']}.")
+  if not parallel.is_main_process():  # Process 0 writes the run's files.
+    return
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   with open(path, 'w') as f:
     f.write('\n'.join(lines) + '\n')

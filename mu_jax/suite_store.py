@@ -26,6 +26,7 @@ import numpy as np
 from absl import logging
 
 from mu_jax import models
+from mu_jax import parallel
 from mu_jax import report
 from mu_jax import splits as splits_lib
 
@@ -117,7 +118,13 @@ class CellStore:
 
   def save_features(self, mode: str, seed: int, model: str,
                     arrays: Mapping[str, np.ndarray]):
-    """Writes a cell's t-SNE features; call before `save`, which ends it."""
+    """Writes a cell's t-SNE features; call before `save`, which ends it.
+
+    Like `save` (`report.write_json`), only on process 0 of a multi-process
+    run.
+    """
+    if not parallel.is_main_process():
+      return
     path = self.path(mode, seed, model, '.features.npz')
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path + '.tmp', 'wb') as f:

@@ -370,7 +370,9 @@ class _Loop:
       per_run.append(out)
     batches = per_run[0] if not self.group else jax.tree.map(
         lambda *x: np.stack(x), *per_run)
-    return jax.device_put(batches, self.batch_sharding)
+    # Every process draws the same global batch (the streams are
+    # deterministic) and places the rows of its own devices.
+    return parallel.put(batches, self.batch_sharding)
 
   def _compile(self, state, method_state, loop_rng):
     lead = (len(self.runs),) if self.group else ()
@@ -526,22 +528,25 @@ def iterate_in_order(data: SplitData, batch_size: int, prep: Preprocessing,
                      mesh):
   """Yields normalised, device-placed batches over a split, once, in order.
 
-  The last batch is padded (by repeating its last row) to a multiple of the
-  device count and carries a 'mask' of real rows (1.0) and padding (0.0).
+  Every batch has `batch_size` rows (rounded up to a multiple of the device
+  count) and a 'mask' of real rows (1.0) and padding (0.0): the last one is
+  padded by repeating its last row, so that one compiled program serves
+  every batch and no caller pads on the host. Each process places only its
+  devices' rows (`parallel.put`).
   """
-  n_dev = mesh.devices.size
   sharding = parallel.batch_sharded(mesh)
+  rows = batch_size + (-batch_size) % mesh.devices.size
   n = len(data['label'])
   for start in range(0, n, batch_size):
     batch = {k: v[start:start + batch_size] for k, v in data.items()}
     real = len(batch['label'])
-    pad = (-real) % n_dev
+    pad = rows - real
     if pad:
       batch = {k: np.concatenate([v, np.repeat(v[-1:], pad, 0)])
                for k, v in batch.items()}
     batch['mask'] = np.concatenate([np.ones(real, np.float32),
                                     np.zeros(pad, np.float32)])
-    batch = jax.device_put(batch, sharding)
+    batch = parallel.put(batch, sharding)
     batch['image'] = _normalize(batch['image'], mean=tuple(prep.mean),
                                 std=tuple(prep.std))
     yield batch

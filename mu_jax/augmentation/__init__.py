@@ -1,4 +1,6 @@
-"""Forget-set augmentation (`--data_augment`, `--augment_num`; kklusd/Unlearning).
+"""Forget-set augmentation (`--data_augment`, `--augment_num`).
+
+After kklusd/Unlearning's.
 
 * `simple`: augmented copies of forget images (augmentation/simple.py).
 * `arpl`: confusing samples from an ARPL generator (augmentation/arpl.py).

@@ -34,7 +34,7 @@ from mu_jax.models import gan
 
 
 def arpl_config() -> ml_collections.ConfigDict:
-  """Settings of ARPL training (config.augmentation.arpl), after `arplood.py`."""
+  """Settings of ARPL training (config.augmentation.arpl); `arplood.py`'s."""
   config = ml_collections.ConfigDict()
   config.epochs = 3  # Original: 50 (a ResNet-34 on GPU); short on CPU.
   config.batch_size = 128
@@ -251,8 +251,8 @@ def generate(config, params: dict, image_shape, num_classes: int,
     n = min(chunk, augment_num - start)
     fake, predicted = _sample(frozen, tuple(image_shape), params, n,
                               jax.random.fold_in(rng, start))
-    images.append(np.asarray(fake))
-    labels.append(np.asarray(predicted))
+    images.append(parallel.to_host(fake))  # On every process.
+    labels.append(parallel.to_host(predicted))
   if not images:
     return (np.zeros((0, *image_shape), np.uint8), np.zeros((0,), np.int32))
   labels = np.concatenate(labels).astype(np.int32)

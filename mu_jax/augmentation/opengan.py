@@ -1,6 +1,7 @@
 """`--data_augment opengan`: forget-like features from a feature-level GAN.
 
-The original project (kklusd/Unlearning: `openGan_main.py`, `OpenGAN/network.py`)
+The original project (kklusd/Unlearning: `openGan_main.py`,
+`OpenGAN/network.py`)
 repurposed OpenGAN's "GAN-fea" (Kong and Ramanan, "OpenGAN: Open-Set
 Recognition via Open Data Generation", ICCV 2021): a generator and a
 discriminator of 1x1 convolutions (dense layers here, `mu_jax.models.gan`)
@@ -45,7 +46,10 @@ PyTree = Any
 
 
 def opengan_config() -> ml_collections.ConfigDict:
-  """Settings of the feature GAN (config.augmentation.opengan), after `openGan_main.py`."""
+  """Settings of the feature GAN (config.augmentation.opengan).
+
+  After the original's `openGan_main.py`.
+  """
   config = ml_collections.ConfigDict()
   config.epochs = 300  # The original's checkpoint: epoch 300.
   config.batch_size = 128  # Clamped to the forget set's size.

@@ -29,7 +29,8 @@ def canonical_name(name: str) -> str:
 
 
 def get(name: str):
-  """The method module for `name`; a ConfigError naming the choices if unknown."""
+  """The method module for `name`; a ConfigError naming the choices if
+  unknown."""
   module = canonical_name(name)
   if module in AVAILABLE:
     return importlib.import_module(f'mu_jax.methods.{module}')

@@ -54,7 +54,8 @@ def _steps_per_epoch(config: ml_collections.ConfigDict,
   """Updates per epoch: one pass over forget, or over the retain fraction."""
   if config.get('variant', 'canonical') == 'capstone':
     return ctx.steps_per_epoch['mixed']
-  retain_steps = base.ceil_steps(config.retain_fraction * ctx.steps_per_epoch['retain'])
+  retain_steps = base.ceil_steps(
+      config.retain_fraction * ctx.steps_per_epoch['retain'])
   return max(1, ctx.steps_per_epoch['forget'], retain_steps)
 
 

@@ -41,7 +41,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 from absl import logging
 
@@ -107,22 +106,6 @@ def _masked_cross_entropy_sum(logits: jax.Array, labels: jax.Array,
   return jnp.sum(mask * per_example)
 
 
-def _pad_like(batch, first):
-  """`batch` padded to the size of `first` with masked-out rows.
-
-  So that the last, smaller batch of `ctx.iterate` reuses the compiled
-  gradient of the others instead of compiling its own (~1 s on 2 CPU cores).
-  """
-  size, real = len(first['label']), len(batch['label'])
-  if real == size:
-    return batch
-  host = {k: np.asarray(v) for k, v in batch.items()}
-  host = {k: np.concatenate([v, np.repeat(v[-1:], size - real, 0)])
-          for k, v in host.items()}
-  host['mask'][real:] = 0.0
-  return jax.device_put(host, {k: v.sharding for k, v in first.items()})
-
-
 def _forget_gradient(state, batches, compile_fn=parallel.compile_function
                      ) -> PyTree:
   """Gradient of the summed forget cross-entropy at `state.params`.
@@ -132,7 +115,9 @@ def _forget_gradient(state, batches, compile_fn=parallel.compile_function
   Args:
     state: the TrainState at the original weights.
     batches: iterable of batches with 'image', 'label' and 'mask' (1 for
-      real rows, 0 for padding), e.g. `ctx.iterate('forget')`.
+      real rows, 0 for padding), e.g. `ctx.iterate('forget')`, whose
+      batches all have the same size (the last one padded), so that one
+      compiled gradient serves all.
   """
 
   def accumulate(total, state, batch):
@@ -148,11 +133,8 @@ def _forget_gradient(state, batches, compile_fn=parallel.compile_function
   # forget set on 2 CPU cores), which would dominate the run time.
   accumulate = compile_fn(accumulate, donate_argnums=(0,))
   total = jax.tree.map(jnp.zeros_like, state.params)
-  first = None
   for batch in batches:
-    if first is None:
-      first = batch
-    total = accumulate(total, state, _pad_like(batch, first))
+    total = accumulate(total, state, batch)
   return total
 
 

@@ -122,7 +122,8 @@ def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
           state.tx, optax.scale_by_schedule(_lr_decay(
               plan, ctx.epochs, decay_epochs,
               config.get('lr_decay_rate', 0.1)))))
-    method_state = {'teacher': base.frozen_copy(state.params, state.model_state)}
+    method_state = {'teacher': base.frozen_copy(state.params,
+                                                state.model_state)}
     if term is not None:
       method_state['ssl'] = term.init()
     if hook is not None:

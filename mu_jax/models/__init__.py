@@ -14,22 +14,28 @@ import jax.numpy as jnp
 import ml_collections
 
 from mu_jax import errors
+from mu_jax.models import backends
 from mu_jax.models import cnn
 from mu_jax.models import resnet
 
+# Each factory takes (config.model, num_classes, compute dtype, layers), the
+# last two resolved for the backend (mu_jax/models/backends.py). Only the
+# CNN has CPU-tuned layers; the ResNets use flax's layers on every backend.
 _FACTORIES = {
-    'cnn': lambda c, n, dtype: cnn.CNN(
-        num_classes=n, width=c.get('width', 32), dtype=dtype),
-    'resnet8': lambda c, n, dtype: resnet.ResNet8(
+    'cnn': lambda c, n, dtype, layers: cnn.CNN(
+        num_classes=n, width=c.get('width', 32), dtype=dtype, layers=layers),
+    'resnet8': lambda c, n, dtype, layers: resnet.ResNet8(
         num_classes=n, max_pool=c.get('max_pool', False), dtype=dtype),
-    'resnet20': lambda c, n, dtype: resnet.ResNet20(
+    'resnet20': lambda c, n, dtype, layers: resnet.ResNet20(
         num_classes=n, max_pool=c.get('max_pool', False), dtype=dtype),
-    'resnet18': lambda c, n, dtype: resnet.ResNet18(
+    'resnet18': lambda c, n, dtype, layers: resnet.ResNet18(
         num_classes=n, max_pool=c.get('max_pool', False), dtype=dtype),
 }
-# config.model.dtype -> the layers' computation dtype. 'bfloat16' is mixed
-# precision: bfloat16 activations and matrix products, float32 parameters
-# (the master weights the optimizer updates), logits and features.
+# Resolved config.model.dtype -> the layers' computation dtype. 'bfloat16'
+# is mixed precision: bfloat16 activations and matrix products, float32
+# parameters (the master weights the optimizer updates), logits and
+# features. 'auto' (backends.resolve_dtype) is bfloat16 on GPUs and TPUs,
+# float32 elsewhere.
 COMPUTE_DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}
 
 NAMES = tuple(_FACTORIES)
@@ -38,41 +44,56 @@ NAMES = tuple(_FACTORIES)
 def create(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
   """Builds the model named by `config.name` with `num_classes` outputs.
 
-  `config.dtype` ('float32', the default, or 'bfloat16') is the computation
-  dtype; see `COMPUTE_DTYPES`.
+  `config.dtype` ('float32', the default, 'bfloat16' or 'auto') is the
+  computation dtype (see `COMPUTE_DTYPES`); `config.layers` ('auto', the
+  default, 'cpu_tuned' or 'standard') the layer implementations. 'auto'
+  values are resolved here, for `jax.default_backend()`
+  (mu_jax/models/backends.py).
   """
   if config.name not in _FACTORIES:
     raise errors.ConfigError(
         f'unknown model {config.name!r}; choose one of {", ".join(NAMES)} '
         '(--config.model.name=...)')
-  dtype_name = config.get('dtype', 'float32')
-  if dtype_name not in COMPUTE_DTYPES:
-    raise errors.ConfigError(
-        f'unknown model dtype {dtype_name!r}; choose float32 or bfloat16 '
-        '(--config.model.dtype=...)')
-  if dtype_name == 'bfloat16' and jax.default_backend() == 'cpu':
+  dtype_setting = config.get('dtype', 'float32')
+  dtype_name = backends.resolve_dtype(dtype_setting)
+  layers = backends.resolve_layers(config.get('layers', 'auto'))
+  if dtype_setting == 'bfloat16' and jax.default_backend() == 'cpu':
     # XLA's CPU backend has no fast bfloat16 convolutions.
     logging.warning('model.dtype=bfloat16 on CPU is slower than float32; '
                     'mixed precision pays on GPUs and TPUs')
+  logging.info('model %s: %s computation%s (backend %s)', config.name,
+               dtype_name, f', {layers} layers' if config.name == 'cnn' else '',
+               jax.default_backend())
   return _FACTORIES[config.name](config, num_classes,
-                                 COMPUTE_DTYPES[dtype_name])
+                                 COMPUTE_DTYPES[dtype_name], layers)
 
 
 def recipe(config: ml_collections.ConfigDict) -> dict:
   """The model settings trained weights depend on (checkpoint recipes, keys).
 
-  The default float32 dtype is left out, so checkpoints and suite cells made
-  before `model.dtype` existed still match.
+  `dtype` is recorded resolved ('auto' becomes what this backend computes
+  in), so a CPU run and a GPU run of the same config never share a
+  checkpoint or a suite cell. The default float32 dtype is left out, so
+  checkpoints and suite cells made before `model.dtype` existed still match.
+  `layers` is left out: both implementations have the same parameters and
+  values (mu_jax/models/backends.py), so their checkpoints are
+  interchangeable.
   """
   settings = config.to_dict()
-  if settings.get('dtype') == 'float32':
-    del settings['dtype']
+  settings.pop('layers', None)
+  dtype = backends.resolve_dtype(settings.pop('dtype', 'float32'))
+  if dtype != 'float32':
+    settings['dtype'] = dtype
   return settings
 
 
 def tag(config: ml_collections.ConfigDict) -> str:
-  """The model's part of checkpoint folder names: 'cnn', 'resnet18_bf16'."""
-  dtype = config.get('dtype', 'float32')
+  """The model's part of checkpoint folder names: 'cnn', 'resnet18_bf16'.
+
+  By the resolved dtype: `dtype='auto'` gives 'resnet18_bf16' on a GPU or
+  TPU and 'resnet18' on a CPU.
+  """
+  dtype = backends.resolve_dtype(config.get('dtype', 'float32'))
   return config.name + ('' if dtype == 'float32' else '_bf16')
 
 

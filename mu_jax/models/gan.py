@@ -1,5 +1,6 @@
 """Generators, discriminators and the ARPL classifier for forget-set
-augmentation (kklusd/Unlearning's `OpenGAN/network.py` and ARPL's `Generator32`).
+augmentation (kklusd/Unlearning's `OpenGAN/network.py` and ARPL's
+`Generator32`).
 
 * `ImageGenerator` / `ImageDiscriminator`: a small DCGAN for the dataset's
   image size and channels (28x28x1, 32x32x3, any H, W divisible by 4). The
