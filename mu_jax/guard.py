@@ -47,8 +47,9 @@ forget accuracy from its ideal (0 class-wise, the original's held-out
 accuracy random; twice, because MIA-efficacy moves with it) plus the retain
 and held-out accuracy lost. The original model is a
 candidate too, so the guard never hands on a collapsed or NaN model: at
-worst the original, with a report that says so; if every attempt diverged,
-the run ends with an error instead. Every decision goes into the report.
+worst the original, with a report that says so; if every attempt diverged
+without an undamaged check better than the original before it, the run ends
+with an error instead. Every decision goes into the report.
 """
 
 import dataclasses
@@ -337,7 +338,8 @@ def run(config: ml_collections.ConfigDict, mode: str, probe: Probe,
     An `Outcome`.
 
   Raises:
-    train.DivergenceError: every attempt diverged.
+    train.DivergenceError: every attempt diverged, and none had improved
+      on the original undamaged before it did.
   """
   guard = Guard(config, mode, probe)
   start = time.perf_counter()
@@ -386,8 +388,13 @@ def run(config: ml_collections.ConfigDict, mode: str, probe: Probe,
     else:
       scale, low, high = _next_scale(scale, outcome, low, high,
                                      config.lr_factor)
-  if kept is None and attempts and all(a['outcome'] == DIVERGED
-                                       for a in attempts):
+  if (kept is None and attempts and
+      guard.score(guard.best) >= guard.score(base) and
+      all(a['outcome'] == DIVERGED for a in attempts)):
+    # Nothing before any divergence improved on the original. (A run that
+    # improved undamaged before it diverged is rewound there below: e.g.
+    # gradient ascent on a large forget set, which climbs a loss with no
+    # ceiling until it overflows.)
     raise train.DivergenceError(
         f'every attempt diverged, down to lr x{attempts[-1]["lr_scale"]:.3g} '
         f'({attempts[-1]["reason"]}); lower the learning rate (--lr or '

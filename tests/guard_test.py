@@ -246,6 +246,28 @@ class RunTest(absltest.TestCase):
                 run_attempt)
     self.assertEqual(scales, [1.0, 0.5, 0.25])
 
+  def test_diverged_attempts_are_rewound_to_their_best_check(self):
+    # Gradient ascent on a large forget set: forget and held-out accuracy
+    # fall together, then the loss overflows in every attempt.
+    original, run_attempt, scales = _setup()
+
+    def diverge_at_the_end(lr_scale, monitor=None):
+      run_attempt(lr_scale, monitor)  # Its 4 checks, then a NaN.
+      raise train.DivergenceError('forget_ce became nan')
+
+    probe = _ScriptedProbe([(99.0, 99.0, 90.0),                   # Base.
+                            (97.0, 99.0, 90.0), (96.0, 99.0, 90.0),  # Best.
+                            (80.0, 60.0, 60.0), (80.0, 60.0, 60.0)]
+                           + [(80.0, 60.0, 60.0)] * 8)
+    outcome = guard.run(_config(), 'random', probe, original,
+                        diverge_at_the_end)
+    self.assertEqual(scales, [1.0, 0.5, 0.25])
+    self.assertEqual([a['outcome'] for a in outcome.report['attempts']],
+                     [guard.DIVERGED] * 3)
+    kept = outcome.report['kept']
+    self.assertEqual((kept['attempt'], kept['step']), (1, 4))
+    _assert_trees_equal(outcome.state.params, probe.seen[2])
+
   def test_nothing_better_keeps_the_original(self):
     original, run_attempt, _ = _setup()
     probe = _ScriptedProbe([(99.0, 99.0, 90.0)] + [(90.0, 70.0, 60.0)] * 20)
