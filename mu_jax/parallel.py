@@ -34,6 +34,14 @@ DEFAULT_CACHE_DIR = os.path.join('~', '.cache', 'mu_jax', 'xla')
 # YNNPACK for matrix products (XLA's default) and takes it off convolutions.
 _YNN_FLAG = '--xla_cpu_experimental_ynn_fusion_type'
 CPU_CONVOLUTION_FLAGS = {'ynnpack': '', 'eigen': f'{_YNN_FLAG}=individual_dot'}
+# The host devices of one process meet in every all-reduce; XLA aborts the
+# process when one of them has not arrived after 40 s. On a CPU shared with
+# other jobs a device thread can be starved that long: a robustness grid run
+# beside the test suite and two other runs on 2 cores was killed mid-run
+# ("Termination timeout for all reduce ... of 40 seconds exceeded"). A stuck
+# collective is a bug rather than a busy machine only after much longer.
+_COLLECTIVE_TIMEOUT_FLAG = '--xla_cpu_collective_call_terminate_timeout_seconds'
+COLLECTIVE_TIMEOUT_SECONDS = 1800
 
 
 def cpu_convolutions_for(model_name: str, setting: str = 'auto') -> str:
@@ -70,6 +78,10 @@ def configure_host(cpu_devices: int = -1, cache_dir: str | None = None,
       CPU backend runs convolutions with (`cpu_convolutions_for` picks one per
       model); a YNNPACK setting already in XLA_FLAGS wins. GPUs and TPUs
       ignore it.
+
+  It also gives the host devices' collectives `COLLECTIVE_TIMEOUT_SECONDS`
+  instead of XLA's 40 before a late device aborts the process (unless
+  XLA_FLAGS sets it).
   """
   if cpu_convolutions not in CPU_CONVOLUTION_FLAGS:
     raise errors.ConfigError(
@@ -81,6 +93,10 @@ def configure_host(cpu_devices: int = -1, cache_dir: str | None = None,
     # device count below.
     os.environ['XLA_FLAGS'] = ' '.join(
         filter(None, [xla_flags, CPU_CONVOLUTION_FLAGS[cpu_convolutions]]))
+  if _COLLECTIVE_TIMEOUT_FLAG not in os.environ.get('XLA_FLAGS', ''):
+    os.environ['XLA_FLAGS'] = ' '.join(filter(None, [
+        os.environ.get('XLA_FLAGS', ''),
+        f'{_COLLECTIVE_TIMEOUT_FLAG}={COLLECTIVE_TIMEOUT_SECONDS}']))
   if cpu_devices < 0:
     chosen_elsewhere = ('JAX_NUM_CPU_DEVICES' in os.environ or
                         'force_host_platform_device_count' in
