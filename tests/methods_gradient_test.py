@@ -286,6 +286,13 @@ class MethodsTest(parameterized.TestCase):
                      {'forget/loss', 'forget/accuracy', 'retain/loss',
                       'retain/accuracy'})
     self.assertEqual(int(sequential.state.step), 2 + 3)
+    # 0 retain steps: a fraction of a retain pass, so the repair scales
+    # with the split (SalUn's default is a fifth).
+    _, fraction = _run(random_label, {'retain_fraction': 0.5}, epochs=1,
+                       data=data)
+    self.assertEqual(int(fraction.state.step), 2 + 2)
+    with self.assertRaisesRegex(ValueError, 'retain_fraction'):
+      _run(random_label, {'retain_fraction': 0.0}, data=data)
     _, summed = _run(random_label, {'loop': 'summed'}, epochs=1, data=data)
     self.assertEqual(int(summed.state.step), 2)
     with self.assertRaisesRegex(ValueError, 'loop'):

@@ -9,8 +9,10 @@ it knows.
 
 Two loops (`config.loop`):
   sequential: SalUn's CIFAR-10 loop. Every epoch, one pass over the forget set
-    with random labels, then `retain_steps` steps (0 = one pass) over the
-    retain set with true labels; each batch is its own optimizer step.
+    with random labels, then `retain_steps` steps over the retain set with
+    true labels (0: `retain_fraction` of a pass, default one pass, so that
+    the repair keeps its share of the epoch whatever the split's sizes);
+    each batch is its own optimizer step.
   summed: SalUn's CIFAR-100 / TinyImageNet flavour as one loss: every step
     takes a forget batch and a retain batch and minimises
     CE(forget, random labels) + retain_weight * CE(retain, true labels); one
@@ -174,8 +176,13 @@ def make(config: ml_collections.ConfigDict, ctx: base.Context, *,
     return base.single_phase(summed_update, ('forget', 'retain'),
                              forget_steps, prepare=prepare,
                              augment=config.get('augment', False))
-  retain_steps = (config.get('retain_steps', 0) or
-                  ctx.steps_per_epoch['retain'])
+  fraction = config.get('retain_fraction', 1.0)
+  if fraction <= 0:
+    raise errors.ConfigError(
+        f'{config.get("name", "random_label")} retain_fraction is {fraction};'
+        ' it must be positive (--config.method.retain_fraction)')
+  retain_steps = (config.get('retain_steps', 0) or max(
+      1, base.ceil_steps(fraction * ctx.steps_per_epoch['retain'])))
   augment = config.get('augment', False)
   return base.Method(
       prepare=prepare,
