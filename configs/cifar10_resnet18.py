@@ -155,6 +155,7 @@ _SALUN = {
     'different_label': False,
     'retain_weight': 1.0,
     'retain_steps': 0,
+    'retain_fraction': 1.0,  # With retain_steps 0: a full retain pass.
     'mask_ratio': 0.5,
     'optim': {
         'name': 'sgd',
