@@ -33,6 +33,7 @@ from absl.testing import absltest
 from mu_jax import checkpoint as checkpoint_lib
 from mu_jax import errors
 from mu_jax import report as report_lib
+from tests import test_util
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _SMOKE = '--config=configs/default.py:smoke'
@@ -216,16 +217,6 @@ def _serve():
 # The tests.
 
 
-def _snapshot(directory):
-  """(path, size, mtime) of every file below `directory`."""
-  out = []
-  for root, _, files in os.walk(directory):
-    for name in files:
-      stat = os.stat(os.path.join(root, name))
-      out.append((os.path.join(root, name), stat.st_size, stat.st_mtime_ns))
-  return sorted(out)
-
-
 class _Result:
 
   def __init__(self, rc, stdout, stderr, seconds):
@@ -265,7 +256,7 @@ class BadInputsTest(absltest.TestCase):
     cls.split_name = os.path.basename(split_file)
     cls.retrain_folder = [f for f in glob.glob(f'{cls.ck}/*')
                           if '_all_' not in f][0]
-    cls.before = _snapshot(cls.ck)
+    cls.before = test_util.file_snapshot(cls.ck)
     cls._make_bad_files(split_file)
 
   @classmethod
@@ -349,7 +340,7 @@ class BadInputsTest(absltest.TestCase):
     if os.path.isdir(workdir):
       self.assertEmpty([f for f in os.listdir(workdir)
                         if f.startswith('report.json')])
-    self.assertEqual(_snapshot(self.ck), self.before)
+    self.assertEqual(test_util.file_snapshot(self.ck), self.before)
     return result
 
   def test_good_run_wrote_its_report(self):
@@ -543,7 +534,7 @@ class BadInputsTest(absltest.TestCase):
                           inject=['interrupt_at_data_load', ''])
     self.assert_one_line(result, 'resumes', status=130,
                          prefix='mu_jax: interrupted;')
-    self.assertEqual(_snapshot(self.ck), self.before)
+    self.assertEqual(test_util.file_snapshot(self.ck), self.before)
 
   def test_ctrl_c_during_a_save_then_resume(self):
     """The step being saved is finished first; the rerun resumes from it."""

@@ -29,16 +29,6 @@ def _main(tmp, *args):
       cwd=_ROOT, capture_output=True, text=True, env=env, timeout=600)
 
 
-def _snapshot(directory):
-  """(path, size, mtime) of every file below `directory`."""
-  out = []
-  for root, _, files in os.walk(directory):
-    for name in files:
-      stat = os.stat(os.path.join(root, name))
-      out.append((os.path.join(root, name), stat.st_size, stat.st_mtime_ns))
-  return sorted(out)
-
-
 class MainTest(absltest.TestCase):
 
   @classmethod
@@ -116,7 +106,7 @@ class MainTest(absltest.TestCase):
         'larger than the': ['--batch_size', '4096'],
         'diverged': ['--lr', '1e30'],
     }
-    before = _snapshot(f'{self.tmp}/checkpoints')
+    before = test_util.file_snapshot(f'{self.tmp}/checkpoints')
     for expected, args in cases.items():
       with self.subTest(expected):
         proc = _main(self.tmp, f'--workdir={self.tmp}/bad', *args)
@@ -126,7 +116,7 @@ class MainTest(absltest.TestCase):
         self.assertIn(expected, last.lower())
         self.assertFalse(os.path.exists(f'{self.tmp}/bad/report.json'))
     # Failed runs never touched the good checkpoints.
-    self.assertEqual(_snapshot(f'{self.tmp}/checkpoints'), before)
+    self.assertEqual(test_util.file_snapshot(f'{self.tmp}/checkpoints'), before)
 
 
 class PipelineErrorsTest(absltest.TestCase):

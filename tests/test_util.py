@@ -1,5 +1,7 @@
 """Small shared helpers for the tests: tiny synthetic data and configs."""
 
+import os
+
 import ml_collections
 import numpy as np
 
@@ -20,3 +22,14 @@ def smoke_config(tmp_dir: str) -> ml_collections.ConfigDict:
   config = default.get_config('smoke')
   config.checkpoint_dir = f'{tmp_dir}/checkpoints'
   return config
+
+
+def file_snapshot(directory: str) -> list[tuple[str, int, int]]:
+  """(path, size, mtime) of every file below `directory`: equal snapshots
+  taken before and after a run mean it left those files untouched."""
+  out = []
+  for root, _, files in os.walk(directory):
+    for name in files:
+      stat = os.stat(os.path.join(root, name))
+      out.append((os.path.join(root, name), stat.st_size, stat.st_mtime_ns))
+  return sorted(out)
