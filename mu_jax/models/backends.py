@@ -40,6 +40,14 @@ def _backend(backend: str | None) -> str:
   return (backend or jax.default_backend()).lower()
 
 
+def _check(setting: str, choices: tuple[str, ...], field: str) -> None:
+  """Refuses a `config.model.<field>` value outside `choices`."""
+  if setting not in choices:
+    raise errors.ConfigError(
+        f'unknown model {field} {setting!r}; choose one of '
+        f'{", ".join(choices)} (--config.model.{field}=...)')
+
+
 def resolve_layers(setting: str = 'auto', backend: str | None = None) -> str:
   """`config.model.layers` -> 'cpu_tuned' or 'standard'.
 
@@ -50,10 +58,7 @@ def resolve_layers(setting: str = 'auto', backend: str | None = None) -> str:
   Raises:
     errors.ConfigError: an unknown setting.
   """
-  if setting not in LAYERS:
-    raise errors.ConfigError(
-        f'unknown model layers {setting!r}; choose one of {", ".join(LAYERS)}'
-        ' (--config.model.layers=...)')
+  _check(setting, LAYERS, 'layers')
   if setting != 'auto':
     return setting
   return 'cpu_tuned' if _backend(backend) == 'cpu' else 'standard'
@@ -69,10 +74,7 @@ def resolve_dtype(setting: str = 'float32', backend: str | None = None) -> str:
   Raises:
     errors.ConfigError: an unknown setting.
   """
-  if setting not in DTYPES:
-    raise errors.ConfigError(
-        f'unknown model dtype {setting!r}; choose one of {", ".join(DTYPES)}'
-        ' (--config.model.dtype=...)')
+  _check(setting, DTYPES, 'dtype')
   if setting != 'auto':
     return setting
   return 'bfloat16' if _backend(backend) in ACCELERATORS else 'float32'
