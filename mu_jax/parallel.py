@@ -341,6 +341,47 @@ def fit_batch_size(batch_size: int, available: int, mesh) -> int:
   return fitted
 
 
+# JAX's monitoring events that time compilation: tracing, lowering to MLIR,
+# and the backend's compile (or load from the persistent cache).
+_COMPILE_EVENTS = frozenset({
+    '/jax/core/compile/jaxpr_trace_duration',
+    '/jax/core/compile/jaxpr_to_mlir_module_duration',
+    '/jax/core/compile/backend_compile_duration'})
+_compile_clock = {'seconds': 0.0, 'listening': False}
+
+
+def _on_duration_event(event: str, duration: float, **kwargs):
+  del kwargs
+  if event in _COMPILE_EVENTS:
+    _compile_clock['seconds'] += duration
+
+
+def compile_seconds() -> float:
+  """Seconds this process has spent compiling since the first call.
+
+  Read twice around a piece of work, the difference is its compilation
+  (tracing, lowering, compiling or loading from the cache), including the
+  programs jitted on first use, such as a method's one-off passes in
+  `prepare`: the driver moves that time from run time (RTE) to compile time.
+  """
+  if not _compile_clock['listening']:
+    jax.monitoring.register_event_duration_secs_listener(_on_duration_event)
+    _compile_clock['listening'] = True
+  return _compile_clock['seconds']
+
+
+def separate_programs(mesh) -> bool:
+  """Whether a step's parts (`Phase.update` as a tuple) run as one program each.
+
+  On CPUs: XLA's CPU runtime runs the independent passes of one program
+  concurrently, and on a few cores they fight over the cores and the cache
+  (NegGrad+'s forget and retain gradients: 91-98 ms in one program, 65-67 ms
+  as two, docs/PERFORMANCE.md). Accelerators run one program per step, which
+  saves the dispatches and the copy of the running gradient sum.
+  """
+  return mesh.devices.flat[0].platform == 'cpu'
+
+
 def compile_function(fun, **jit_kwargs):
   """`jax.jit` for the computations outside the training steps.
 

@@ -4,7 +4,12 @@ It owns everything methods must not do: jit compilation (once per phase, ahead
 of time, so compile time is measured apart from run time), shardings and buffer
 donation, host batching, augmentation and normalisation inside the compiled
 step, NaN checks, progress bars and per-epoch checkpoints that a killed run
-resumes from.
+resumes from. Two things it does for speed without changing what a method
+computes: a step made of parts (`Phase.update` as a tuple, e.g. NegGrad+'s
+forget and retain gradients) runs as one program per part on CPUs
+(`parallel.separate_programs`), and frozen teachers' outputs
+(`Method.frozen`) are computed once per split that the steps see
+un-augmented, instead of at every step.
 
 Batches are drawn per split from a deterministic stream: the k-th batch of a
 split is position k mod P of pass k div P (P = full batches per pass), and each
@@ -67,7 +72,9 @@ class Result:
     run_seconds: wall time of prepare plus all steps, compile excluded
       (the unlearning run time, RTE, for methods); for a resumed run, the
       time of the earlier processes is added from the checkpoint.
-    compile_seconds: ahead-of-time compilation of the phases.
+    compile_seconds: ahead-of-time compilation of the phases, plus what
+      prepare, the frozen outputs and the monitor compiled on first use
+      (`parallel.compile_seconds`).
     resumed_from_epoch: epoch a checkpoint put us at (0 if none).
   """
   state: Any
@@ -107,15 +114,21 @@ class BatchStream:
     return self._perm[k * self.batch_size:(k + 1) * self.batch_size]
 
 
-def phase_step(phase: base.Phase, prep: Preprocessing):
-  """`phase.update` with preprocessing in front: the function the driver jits.
+def phase_step(phase: base.Phase, prep: Preprocessing, update=None):
+  """`update` with preprocessing in front: the function the driver jits.
+
+  Args:
+    phase: the phase (its augmentation setting).
+    prep: normalisation and augmentation.
+    update: one of the phase's parts; None for `phase.update` itself.
 
   Returns:
-    step(state, method_state, raw_batches, rng) -> phase.update's result;
+    step(state, method_state, raw_batches, rng) -> the update's result;
     raw batches hold uint8 images, normalised (and, if `phase.augment`,
     cropped and flipped) inside the step. Splits without images (e.g. a
     GAN's feature vectors) pass through as they are.
   """
+  update = phase.update if update is None else update
 
   def step(state, method_state, raw_batches, rng):
     aug_rng, update_rng = jax.random.split(rng)
@@ -130,31 +143,63 @@ def phase_step(phase: base.Phase, prep: Preprocessing):
           crop_padding=prep.crop_padding if phase.augment else 0,
           flip=prep.flip and phase.augment)
       batches[split] = {**raw, 'image': image}
-    return phase.update(state, method_state, batches, update_rng)
+    return update(state, method_state, batches, update_rng)
 
   return step
 
 
-def _compiled_step(phase: base.Phase, prep: Preprocessing, mesh, example,
-                   group: bool):
-  """Jits `phase_step` for the mesh: (state, method_state, batches, loop_rng,
-  step) -> ..., with the step's rng `fold_in(loop_rng, step)` made inside.
+def _parts(phase: base.Phase, mesh) -> tuple[base.UpdateFn, ...]:
+  """The programs of one step of `phase`: its parts on CPUs, else one."""
+  if not isinstance(phase.update, tuple):
+    return (phase.update,)
+  if parallel.separate_programs(mesh):
+    return phase.update
 
-  In a group the program is vmapped over the runs' leading axis (their
+  def chained(state, method_state, batches, rng):
+    metrics = {}
+    for part in phase.update:
+      state, method_state, part_metrics = part(state, method_state, batches,
+                                               rng)
+      metrics.update(part_metrics)
+    return state, method_state, metrics
+
+  return (chained,)
+
+
+def _compiled_steps(phase: base.Phase, prep: Preprocessing, mesh, example,
+                    group: bool) -> tuple[Any, ...]:
+  """Jits the programs of one step of `phase` for the mesh: each takes
+  (state, method_state, batches, loop_rng, step), with the step's rng
+  `fold_in(loop_rng, step)` made inside.
+
+  In a group the programs are vmapped over the runs' leading axis (their
   states, batches and rngs); the step count is shared.
   """
-  driver_step = phase_step(phase, prep)
+  compiled = []
+  for update in _parts(phase, mesh):
+    driver_step = phase_step(phase, prep, update)
 
-  def step(state, method_state, raw_batches, loop_rng, global_step):
-    return driver_step(state, method_state, raw_batches,
-                       jax.random.fold_in(loop_rng, global_step))
+    def step(state, method_state, raw_batches, loop_rng, global_step,
+             driver_step=driver_step):
+      return driver_step(state, method_state, raw_batches,
+                         jax.random.fold_in(loop_rng, global_step))
 
-  if group:
-    step = jax.vmap(step, in_axes=(0, 0, 0, 0, None))
-  replicated = parallel.replicated(mesh)
-  jitted = jax.jit(step, donate_argnums=(0,),
-                   out_shardings=(replicated, replicated, replicated))
-  return jitted.lower(*example).compile()
+    if group:
+      step = jax.vmap(step, in_axes=(0, 0, 0, 0, None))
+    replicated = parallel.replicated(mesh)
+    jitted = jax.jit(step, donate_argnums=(0,),
+                     out_shardings=(replicated, replicated, replicated))
+    compiled.append(jitted.lower(*example).compile())
+  return tuple(compiled)
+
+
+def _frozen_pays(split_size: int, rows_seen: int) -> bool:
+  """Whether precomputing frozen outputs over a split beats the steps.
+
+  Precomputing is one teacher forward pass per sample of the split; the
+  steps would make one per row of every batch they draw from it.
+  """
+  return rows_seen >= split_size
 
 
 def check_points(plan, checks_per_epoch: int) -> frozenset[int]:
@@ -317,7 +362,7 @@ class _Loop:
     replicated = parallel.replicated(self.mesh)
     states, method_states, self.loop_rngs = [], [], []
     self.first_epoch, self.previous, self.histories = None, [], []
-    self.streams = []
+    self.streams, self.data = [], []
     for r in self.runs:
       prepare_rng, loop_rng = jax.random.split(jax.random.key(r.seed))
       # A real copy: the state is donated to the compiled steps.
@@ -338,6 +383,7 @@ class _Loop:
         raise TrainingError(f'{self.desc}: runs of one group must resume at '
                             'the same epoch')
       self.first_epoch = epoch
+      self.data.append(self._with_frozen(r.data, state, method_state))
       self.previous.append(previous)
       self.histories.append(history)
       self.streams.append({s: BatchStream(s, len(r.data[s]['label']),
@@ -357,16 +403,57 @@ class _Loop:
     stack = lambda trees: jax.tree.map(lambda *x: jnp.stack(x), *trees)
     return stack(states), stack(method_states), jnp.stack(self.loop_rngs)
 
+  def _frozen_splits(self, data) -> list[str]:
+    """Splits whose frozen outputs are worth computing before the steps:
+    seen only without augmentation, and over at least a pass (`_frozen_pays`)
+    in the epochs left."""
+    rows, augmented = {s: 0 for s in self.splits}, set()
+    for epoch in range(self.first_epoch, self.epochs):
+      for name, num_steps in self.method.plan(epoch):
+        phase = self.method.phases[name]
+        for split in phase.splits:
+          rows[split] += num_steps * self.batch_size[split]
+          if phase.augment:
+            augmented.add(split)
+    return [s for s in self.splits
+            if s not in augmented and 'image' in data[s]
+            and _frozen_pays(len(data[s]['label']), rows[s])]
+
+  def _with_frozen(self, data, state, method_state):
+    """`data` plus the method's frozen outputs (`Method.frozen`) as
+    per-sample arrays of the splits `_frozen_splits` picks."""
+    frozen = self.method.frozen
+    splits = [] if frozen is None else self._frozen_splits(data)
+    if not splits:
+      return data
+    data = dict(data)
+    program, rows = None, None
+    for split in splits:
+      outputs = []
+      for batch in iterate_in_order(data[split], self.batch_size[split],
+                                    self.prep, self.mesh):
+        if program is None or batch['image'].shape != rows:
+          rows = batch['image'].shape
+          program = jax.jit(frozen, out_shardings=parallel.replicated(
+              self.mesh)).lower(state, method_state, batch['image']).compile()
+        outputs.append(parallel.to_host(program(state, method_state,
+                                                batch['image'])))
+      n = len(data[split]['label'])
+      data[split] = {**data[split], **{
+          base.FROZEN_PREFIX + name: np.concatenate(
+              [o[name] for o in outputs])[:n] for name in outputs[0]}}
+    return data
+
   def _unstacked(self, tree, i: int):
     return jax.tree.map(lambda x: x[i], tree) if self.group else tree
 
   def _host_batches(self, phase):
     per_run = []
-    for r, streams in zip(self.runs, self.streams):
+    for data, streams in zip(self.data, self.streams):
       out = {}
       for split in phase.splits:
         idx = streams[split].next()
-        out[split] = {k: v[idx] for k, v in r.data[split].items()}
+        out[split] = {k: v[idx] for k, v in data[split].items()}
       per_run.append(out)
     batches = per_run[0] if not self.group else jax.tree.map(
         lambda *x: np.stack(x), *per_run)
@@ -376,14 +463,14 @@ class _Loop:
 
   def _compile(self, state, method_state, loop_rng):
     lead = (len(self.runs),) if self.group else ()
-    data = self.runs[0].data
+    data = self.data[0]
     steps = {}
     for name, phase in self.method.phases.items():
       example = {s: {k: jax.ShapeDtypeStruct(
           (*lead, self.batch_size[s], *v.shape[1:]), v.dtype,
           sharding=self.batch_sharding)
                      for k, v in data[s].items()} for s in phase.splits}
-      steps[name] = _compiled_step(
+      steps[name] = _compiled_steps(
           phase, self.prep, self.mesh,
           (state, method_state, example, loop_rng, jnp.int32(0)), self.group)
     return steps
@@ -414,16 +501,19 @@ class _Loop:
       raise TrainingError(f'{self.desc}: callbacks take one run, not a group')
     self.batch_sharding = parallel.batch_sharded(
         self.mesh, leading_axes=1 if self.group else 0)
-    start = time.perf_counter()
+    start, compiled_before = time.perf_counter(), parallel.compile_seconds()
     state, method_state, loop_rng = self._start()
-    run_seconds = time.perf_counter() - start
+    # What prepare and the frozen outputs compiled is compile time, not RTE.
+    prepare_compile = parallel.compile_seconds() - compiled_before
+    run_seconds = time.perf_counter() - start - prepare_compile
     compile_start = time.perf_counter()
     steps = self._compile(state, method_state, loop_rng)
-    compile_seconds = time.perf_counter() - compile_start
+    compile_seconds = time.perf_counter() - compile_start + prepare_compile
 
     method, n = self.method, len(self.runs)
     start = time.perf_counter()
-    hook_seconds = 0.0  # Time in on_step_end, left out of run_seconds.
+    # Time in on_step_end and in the monitor's compiles: not run time.
+    hook_seconds = 0.0
     first, epochs = self.first_epoch, self.epochs
     total = sum(k for e in range(first, epochs) for _, k in method.plan(e))
     global_step = sum(k for e in range(first) for _, k in method.plan(e))
@@ -441,9 +531,12 @@ class _Loop:
           for phase_name, num_steps in plan:
             phase = method.phases[phase_name]
             for _ in range(num_steps):
-              state, method_state, metrics = steps[phase_name](
-                  state, method_state, self._host_batches(phase), loop_rng,
-                  jnp.int32(global_step))
+              batches, metrics = self._host_batches(phase), {}
+              for program in steps[phase_name]:
+                state, method_state, part_metrics = program(
+                    state, method_state, batches, loop_rng,
+                    jnp.int32(global_step))
+                metrics.update(part_metrics)
               global_step += 1
               # Read the previous step's metrics while this one runs.
               if pending is not None:
@@ -462,8 +555,13 @@ class _Loop:
                 self._accumulate(pending, sums, counts)
                 pending = None
                 self._check_params(state, global_step)
+                compiled_before = parallel.compile_seconds()
                 monitor(epoch + done / epoch_steps, global_step, state,
                         method_state)
+                # The monitor's first-use compiles are compile time too.
+                monitor_compile = parallel.compile_seconds() - compiled_before
+                hook_seconds += monitor_compile
+                compile_seconds += monitor_compile
           if pending is not None:
             self._accumulate(pending, sums, counts)
           # A finite loss can hide non-finite weights (e.g. the last step's

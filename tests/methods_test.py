@@ -41,6 +41,10 @@ def _run_method(name: str, mesh):
   config.batch_size = _BATCH
   config.forget_batch_size = 0
   config.retain_batch_size = 0
+  # SGD for every method: Adam divides each gradient entry by its own
+  # magnitude, so it blows the devices' float rounding of near-zero entries
+  # up to lr-sized steps, which says nothing about data parallelism.
+  config.optim = default.optimizer_section('sgd', lr=config.optim.lr)
   data = _tiny_data()
   model = models.create(ml_collections.ConfigDict({'name': 'cnn',
                                                    'width': 4}), 4)

@@ -2,6 +2,7 @@
 
 import os
 import tempfile
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -10,16 +11,21 @@ import numpy as np
 from absl.testing import absltest
 from absl.testing import parameterized
 
+from configs import default
 from mu_jax import augment
 from mu_jax import checkpoint as checkpoint_lib
+from mu_jax import losses
 from mu_jax import models
 from mu_jax import optim
 from mu_jax import parallel
 from mu_jax import state as state_lib
 from mu_jax import train
+from mu_jax.methods import bad_teaching
 from mu_jax.methods import base
 from mu_jax.methods import finetune
+from mu_jax.methods import neggrad_plus
 from mu_jax.methods import retrain
+from mu_jax.methods import scrub
 from tests import test_util
 
 _PREP = train.Preprocessing(mean=(0.5,), std=(0.25,), crop_padding=1,
@@ -159,12 +165,151 @@ class TrainTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, 'multiple of 4'):
       _run(made, state, data, 18, parallel.make_mesh(4))
 
+  def test_compiles_in_prepare_count_as_compile_time(self):
+    before = parallel.compile_seconds()
+    parallel.compile_function(lambda x: x * 3.0)(jnp.ones(3))  # A new one.
+    self.assertGreater(parallel.compile_seconds(), before)
+    made, state, data, batch = _setup()
+    # A clock that says prepare compiled for 100 s.
+    with mock.patch.object(parallel, 'compile_seconds',
+                           side_effect=[0.0, 100.0]):
+      result = _run(made, state, data, batch, parallel.make_mesh(1))
+    self.assertGreaterEqual(result.compile_seconds, 100.0)
+    self.assertLess(result.run_seconds, 0.0)  # The 100 s left run time.
+
   def test_batch_stream_is_a_permutation_per_pass(self):
     stream = train.BatchStream('forget', 10, 3, seed=0)
     first_pass = np.concatenate([stream.next() for _ in range(3)])
     self.assertLen(set(first_pass.tolist()), 9)
     resumed = train.BatchStream('forget', 10, 3, seed=0, position=3)
     np.testing.assert_array_equal(stream.next(), resumed.next())
+
+
+def _two_split_setup(module, config, n=64, batch=16):
+  """(method, state, data) with forget and retain splits for `module`."""
+  model = models.create(ml_collections.ConfigDict(
+      {'name': 'cnn', 'width': 4}), 4)
+  data = {s: train.split_data(test_util.tiny_images(n, seed=k),
+                              test_util.tiny_labels(n, seed=k))
+          for k, s in enumerate(('forget', 'retain'))}
+
+  def init_variables(rng):
+    variables = dict(model.init(rng, jnp.zeros((1, 8, 8, 1))))
+    return variables.pop('params'), variables
+
+  ctx = base.Context(num_classes=4, epochs=2,
+                     steps_per_epoch={s: n // batch for s in data},
+                     batch_size={s: batch for s in data},
+                     init_variables=init_variables, iterate=None)
+  made = module.make(ml_collections.ConfigDict(config), ctx)
+  tx = optim.make_optimizer(ml_collections.ConfigDict(
+      {'name': 'sgd', 'lr': 0.05, 'momentum': 0.9, 'weight_decay': 5e-4}),
+                            n // batch, 2)
+  return made, state_lib.create(model, tx, (8, 8, 1), jax.random.key(0)), data
+
+
+def _run_two_splits(made, state, data, batch=16, epochs=2, augment=False):
+  prep = _PREP if augment else _PREP._replace(crop_padding=0, flip=False)
+  return train.run(made, state, data, epochs=epochs,
+                   batch_size={'forget': batch, 'retain': batch}, seed=3,
+                   prep=prep, mesh=parallel.make_mesh(2))
+
+
+class StepPartsTest(absltest.TestCase):
+  """A step made of several programs (`base.summed_gradients`)."""
+
+  def test_summed_gradients_step_is_the_summed_loss_step(self):
+    made, state, data = _two_split_setup(neggrad_plus, {'alpha': 0.7})
+    state, method_state = made.prepare(jax.random.key(0), state)
+    batches = {s: {'image': jnp.asarray(d['image'][:8], jnp.float32) / 255,
+                   'label': jnp.asarray(d['label'][:8])}
+               for s, d in data.items()}
+    parts = made.phases['main'].update
+    self.assertLen(parts, 2)
+    stepped, metrics = state, {}
+    for part in parts:
+      stepped, method_state, part_metrics = jax.jit(part)(
+          stepped, method_state, batches, jax.random.key(1))
+      metrics.update(part_metrics)
+
+    def summed_loss(params):
+      ce = {s: losses.cross_entropy(
+          state.apply(params, b['image'], train=True)[0][0], b['label'])
+            for s, b in batches.items()}
+      return 0.7 * ce['retain'] - 0.3 * ce['forget']
+
+    loss, grads = jax.value_and_grad(summed_loss)(state.params)
+    expected = state.apply_gradients(grads)
+    _assert_trees_close(stepped.params, expected.params, 1e-6)
+    np.testing.assert_allclose(metrics['loss'], loss, rtol=1e-5)
+    self.assertEqual(int(stepped.step), 1)
+
+  def test_separate_programs_train_as_one_program(self):
+    made, state, data = _two_split_setup(neggrad_plus, {'alpha': 0.9})
+    self.assertLen(train._parts(made.phases['main'], parallel.make_mesh(2)),
+                   2)
+    separate = _run_two_splits(made, state, data)
+    with mock.patch.object(parallel, 'separate_programs',
+                           return_value=False):
+      self.assertLen(
+          train._parts(made.phases['main'], parallel.make_mesh(2)), 1)
+      fused = _run_two_splits(made, state, data)
+    _assert_trees_close(separate.state.params, fused.state.params, 1e-5)
+    for a, b in zip(separate.history, fused.history):
+      self.assertEqual(set(a), {'loss', 'forget_ce', 'forget_accuracy',
+                                'retain_accuracy'})
+      for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-6)
+
+
+def _probe_method(steps, augment, splits=('retain',)):
+  """A method whose metrics say whether its batches carried the frozen
+  outputs, and how far those are from computing them on the spot."""
+
+  def frozen(state, method_state, images):
+    del state, method_state
+    return {'mean': images.mean(axis=(1, 2, 3))}
+
+  def update(state, method_state, batches, rng):
+    del rng
+    batch = batches[splits[0]]
+    outputs = base.frozen_outputs(frozen, state, method_state, batch)
+    stored = any(k.startswith(base.FROZEN_PREFIX) for k in batch)
+    error = jnp.abs(outputs['mean'] - batch['image'].mean(axis=(1, 2, 3)))
+    return state, method_state, {'stored': jnp.float32(stored),
+                                 'error': error.max()}
+
+  return base.single_phase(update, splits, steps, augment=augment,
+                           frozen=frozen)
+
+
+class FrozenOutputsTest(parameterized.TestCase):
+  """Teachers' outputs computed once per split (`Method.frozen`)."""
+
+  @parameterized.named_parameters(
+      ('a_pass_unaugmented', 4, False, 1.0),
+      ('augmented', 4, True, 0.0),
+      ('less_than_a_pass', 1, False, 0.0))
+  def test_precomputed_when_it_pays(self, steps, augment, stored):
+    _, state, data, batch = _setup()
+    prep = _PREP if augment else _PREP._replace(crop_padding=0, flip=False)
+    result = train.run(_probe_method(steps, augment), state, data, epochs=1,
+                       batch_size={'retain': batch}, seed=3, prep=prep,
+                       mesh=parallel.make_mesh(2))
+    self.assertEqual(result.history[0]['stored'], stored)
+    # Stored rows belong to the samples of the batch they arrive in.
+    self.assertLess(result.history[0]['error'], 1e-5)
+
+  @parameterized.parameters('bad_teaching', 'scrub')
+  def test_precomputed_teachers_train_as_teachers_run_in_the_step(self, name):
+    module = {'bad_teaching': bad_teaching, 'scrub': scrub}[name]
+    config = default.method_config(name)
+    config.epochs = 2
+    made, state, data = _two_split_setup(module, config.to_dict())
+    precomputed = _run_two_splits(made, state, data)
+    with mock.patch.object(train, '_frozen_pays', return_value=False):
+      in_step = _run_two_splits(made, state, data)
+    _assert_trees_close(precomputed.state.params, in_step.state.params, 1e-5)
 
 
 class AugmentTest(absltest.TestCase):

@@ -104,14 +104,25 @@ def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
                             method_state['incompetent']['params'], rows, rng)
     return jnp.concatenate([generated, incompetent[len(rows):]])
 
-  def step(state, method_state, images, is_forget, rng, num_forget=None):
-    competent, competent_features = base.teacher_outputs(
+  def frozen(state, method_state, images):
+    """Both teachers' logits (and the competent one's features, for the
+    OpenGAN hook)."""
+    competent, features = base.teacher_outputs(
         state, method_state['competent'], images)
     incompetent, _ = base.teacher_outputs(state, method_state['incompetent'],
-                                     images)
+                                          images)
+    outputs = {'competent': competent, 'incompetent': incompetent}
+    if hook is not None:
+      outputs['competent_features'] = features
+    return outputs
+
+  def step(state, method_state, images, targets, is_forget, rng,
+           num_forget=None):
+    competent, incompetent = targets['competent'], targets['incompetent']
     generated = None
     if hook is not None:
-      generated = generated_targets(method_state, competent_features,
+      generated = generated_targets(method_state,
+                                    targets['competent_features'],
                                     incompetent, num_forget,
                                     jax.random.fold_in(rng, _HOOK_STREAM))
 
@@ -150,16 +161,22 @@ def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
     # One forward pass over both, so BatchNorm sees a mixed batch as in the
     # reference's shuffled concatenation.
     images = jnp.concatenate([forget['image'], retain['image']])
+    targets = jax.tree.map(
+        lambda f, r: jnp.concatenate([f, r]),
+        base.frozen_outputs(frozen, state, method_state, forget),
+        base.frozen_outputs(frozen, state, method_state, retain))
     is_forget = jnp.concatenate([jnp.ones(forget['label'].shape, jnp.float32),
                                  jnp.zeros(retain['label'].shape,
                                            jnp.float32)])
-    state, metrics = step(state, method_state, images, is_forget, rng,
-                          num_forget=forget['label'].shape[0])
+    state, metrics = step(state, method_state, images, targets, is_forget,
+                          rng, num_forget=forget['label'].shape[0])
     return state, method_state, metrics
 
   def capstone_update(state, method_state, batches, rng):
     batch = batches['mixed']
     state, metrics = step(state, method_state, batch['image'],
+                          base.frozen_outputs(frozen, state, method_state,
+                                              batch),
                           batch['is_forget'].astype(jnp.float32), rng)
     return state, method_state, metrics
 
@@ -169,4 +186,4 @@ def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
     update, splits = canonical_update, ('forget', 'retain')
   return base.single_phase(update, splits, _steps_per_epoch(config, ctx),
                            prepare=prepare,
-                           augment=config.get('augment', False))
+                           augment=config.get('augment', False), frozen=frozen)

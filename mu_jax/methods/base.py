@@ -24,6 +24,17 @@ Batches = Mapping[str, Batch]     # keyed by split name: {'forget': ..., ...}
 Metrics = Mapping[str, jax.Array]  # scalars only
 UpdateFn = Callable[[state_lib.TrainState, PyTree, Batches, jax.Array],
                     tuple[state_lib.TrainState, PyTree, Metrics]]
+FrozenFn = Callable[[state_lib.TrainState, PyTree, jax.Array],
+                    Mapping[str, jax.Array]]
+# One term of a summed loss: `(state, params, method_state, batches, rng) ->
+# (loss, (metrics, model_state))`, with `model_state` from
+# `state.apply(params, ..., train=True)`.
+LossTerm = Callable[[state_lib.TrainState, PyTree, PyTree, Batches,
+                     jax.Array], tuple[jax.Array, tuple[Metrics, PyTree]]]
+# Batch keys of the outputs the driver precomputed with `Method.frozen`.
+FROZEN_PREFIX = 'frozen:'
+# method_state key of `summed_gradients`' running sum.
+GRADIENT_SUM = 'gradient_sum'
 
 
 class Phase(NamedTuple):
@@ -31,13 +42,18 @@ class Phase(NamedTuple):
 
   Attributes:
     update: `(state, method_state, batches, rng) -> (state, method_state,
-      metrics)`. `batches[split]['image']` is normalised float32.
+      metrics)`. `batches[split]['image']` is normalised float32. Or a tuple
+      of such functions that make one step together, run in order on the
+      same batches and rng (`summed_gradients`): the driver compiles each as
+      its own program on CPUs, where XLA would otherwise run their
+      independent passes concurrently on too few cores, and as one program
+      on accelerators (`parallel.separate_programs`).
     splits: the data splits that `batches` holds, e.g. ('forget', 'retain').
     augment: random crop and flip the images before `update` (the training
       recipe); unlearning methods see the plain images by default, as the
       original project did.
   """
-  update: UpdateFn
+  update: UpdateFn | tuple[UpdateFn, ...]
   splits: tuple[str, ...]
   augment: bool = False
 
@@ -51,11 +67,19 @@ class Method(NamedTuple):
       closure, so it is sharded, donated and checkpointed like the state.
     phases: phase name -> Phase.
     plan: `epoch -> [(phase_name, num_steps), ...]`.
+    frozen: `(state, method_state, images) -> {name: per-sample array}`, the
+      outputs of the method's frozen models (teachers, in eval mode, so
+      independent of the batch) on normalised images; None if it has none.
+      On a split that the run sees without augmentation often enough to pay
+      for it, the driver computes them once before the first step and passes
+      them in the batches (`frozen_outputs` reads them), so that steps do
+      not rerun the teachers on images they have seen before.
   """
   prepare: Callable[[jax.Array, state_lib.TrainState],
                     tuple[state_lib.TrainState, PyTree]]
   phases: Mapping[str, Phase]
   plan: Callable[[int], Sequence[tuple[str, int]]]
+  frozen: FrozenFn | None = None
 
 
 class Context(NamedTuple):
@@ -101,12 +125,14 @@ def no_prepare(rng, state):
   return state, ()
 
 
-def single_phase(update: UpdateFn, splits: Sequence[str], steps: int, *,
-                 prepare=no_prepare, augment: bool = False) -> Method:
+def single_phase(update: UpdateFn | tuple[UpdateFn, ...],
+                 splits: Sequence[str], steps: int, *, prepare=no_prepare,
+                 augment: bool = False,
+                 frozen: FrozenFn | None = None) -> Method:
   """The one-phase `Method` most methods are: `steps` updates every epoch."""
   return Method(prepare=prepare,
                 phases={'main': Phase(update, tuple(splits), augment)},
-                plan=lambda epoch: [('main', steps)])
+                plan=lambda epoch: [('main', steps)], frozen=frozen)
 
 
 def supervised_update(split: str) -> UpdateFn:
@@ -165,3 +191,69 @@ def teacher_outputs(state, teacher: dict[str, PyTree], images: jax.Array):
   outputs, _ = state.apply(teacher['params'], images, train=False,
                            model_state=teacher['model_state'])
   return jax.lax.stop_gradient(outputs)
+
+
+def frozen_outputs(frozen: FrozenFn, state, method_state,
+                   batch: Batch) -> Mapping[str, jax.Array]:
+  """`frozen`'s outputs on `batch`: the driver's precomputed rows if the
+  batch carries them (`Method.frozen`), else computed now."""
+  stored = {k[len(FROZEN_PREFIX):]: v for k, v in batch.items()
+            if k.startswith(FROZEN_PREFIX)}
+  return stored or frozen(state, method_state, batch['image'])
+
+
+# One step over several loss terms (NegGrad+, RL's summed loop).
+
+
+def init_gradient_sum(method_state: dict[str, PyTree],
+                      params: PyTree) -> dict[str, PyTree]:
+  """`method_state` with the zeroed running sum `summed_gradients` needs."""
+  return {**method_state, GRADIENT_SUM: {
+      'grads': jax.tree.map(jnp.zeros_like, params),
+      'loss': jnp.zeros((), jnp.float32)}}
+
+
+def summed_gradients(terms: Sequence[LossTerm],
+                     apply_gradients=None) -> tuple[UpdateFn, ...]:
+  """One optimizer step on the sum of `terms`' losses, one part per term.
+
+  Every term's gradient is taken at the step's parameters, as the gradient
+  of the summed loss would be; parts before the last add theirs to the
+  running sum in `method_state[GRADIENT_SUM]` (made by `init_gradient_sum`
+  in `prepare`), and the last applies the total. BatchNorm statistics pass
+  from term to term through `state.model_state`, as they would through one
+  forward pass after the other. Metrics: each term's, plus 'loss', the sum.
+
+  Args:
+    terms: the loss terms, in the order their forward passes run.
+    apply_gradients: `(state, method_state, grads, model_state) -> state`;
+      None for the plain optimizer update (SalUn passes its mask).
+
+  Returns:
+    The parts, for `Phase.update`.
+  """
+
+  def part(k: int, term: LossTerm) -> UpdateFn:
+    last = k == len(terms) - 1
+
+    def update(state, method_state, batches, rng):
+      (loss, (metrics, model_state)), grads = jax.value_and_grad(
+          lambda p: term(state, p, method_state, batches, rng),
+          has_aux=True)(state.params)
+      if k > 0:
+        so_far = method_state[GRADIENT_SUM]
+        grads = jax.tree.map(jnp.add, so_far['grads'], grads)
+        loss = so_far['loss'] + loss
+      if not last:
+        return (state.replace(model_state=model_state),
+                {**method_state, GRADIENT_SUM: {'grads': grads,
+                                                'loss': loss}}, metrics)
+      if apply_gradients is None:
+        state = state.apply_gradients(grads, model_state)
+      else:
+        state = apply_gradients(state, method_state, grads, model_state)
+      return state, method_state, {**metrics, 'loss': loss}
+
+    return update
+
+  return tuple(part(k, term) for k, term in enumerate(terms))

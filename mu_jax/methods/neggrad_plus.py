@@ -16,12 +16,16 @@ from mu_jax import losses
 from mu_jax.methods import base
 
 
-def _neggrad_plus_loss(logits_r: jax.Array, labels_r: jax.Array,
-                       logits_f: jax.Array, labels_f: jax.Array,
-                       alpha: float) -> jax.Array:
-  """alpha * CE(retain) - (1 - alpha) * CE(forget)."""
-  return (alpha * losses.cross_entropy(logits_r, labels_r) -
-          (1.0 - alpha) * losses.cross_entropy(logits_f, labels_f))
+def _forget_term(logits_f: jax.Array, labels_f: jax.Array,
+                 alpha: float) -> jax.Array:
+  """-(1 - alpha) * CE(forget): the ascent half of the loss."""
+  return -(1.0 - alpha) * losses.cross_entropy(logits_f, labels_f)
+
+
+def _retain_term(logits_r: jax.Array, labels_r: jax.Array,
+                 alpha: float) -> jax.Array:
+  """alpha * CE(retain); the loss is `_retain_term + _forget_term`."""
+  return alpha * losses.cross_entropy(logits_r, labels_r)
 
 
 def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
@@ -32,29 +36,32 @@ def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
         f'neggrad_plus alpha {alpha} is not in [0, 1]; set '
         '--config.method.alpha to e.g. 0.95')
 
-  def update(state, method_state, batches, rng):
-    del rng  # Deterministic given the batches.
-    forget, retain = batches['forget'], batches['retain']
+  def forget_term(state, params, method_state, batches, rng):
+    del method_state, rng  # Deterministic given the batch.
+    forget = batches['forget']
+    (logits, _), model_state = state.apply(params, forget['image'],
+                                           train=True)
+    return _forget_term(logits, forget['label'], alpha), (
+        {'forget_ce': losses.cross_entropy(logits, forget['label']),
+         'forget_accuracy': (logits.argmax(-1) == forget['label']).mean()},
+        model_state)
 
-    def loss_fn(params):
-      (logits_f, _), model_state = state.apply(params, forget['image'],
-                                               train=True)
-      # Thread the BatchNorm statistics through both forward passes.
-      (logits_r, _), model_state = state.apply(
-          params, retain['image'], train=True, model_state=model_state)
-      loss = _neggrad_plus_loss(logits_r, retain['label'], logits_f,
-                                forget['label'], alpha)
-      return loss, (logits_f, logits_r, model_state)
+  def retain_term(state, params, method_state, batches, rng):
+    del method_state, rng
+    retain = batches['retain']
+    (logits, _), model_state = state.apply(params, retain['image'],
+                                           train=True)
+    return _retain_term(logits, retain['label'], alpha), (
+        {'retain_accuracy': (logits.argmax(-1) == retain['label']).mean()},
+        model_state)
 
-    (loss, (logits_f, logits_r, model_state)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params)
-    metrics = {
-        'loss': loss,
-        'forget_ce': losses.cross_entropy(logits_f, forget['label']),
-        'forget_accuracy': (logits_f.argmax(-1) == forget['label']).mean(),
-        'retain_accuracy': (logits_r.argmax(-1) == retain['label']).mean()}
-    return (state.apply_gradients(grads, model_state), method_state, metrics)
+  def prepare(rng, state):
+    del rng
+    return state, base.init_gradient_sum({}, state.params)
 
-  return base.single_phase(update, ('forget', 'retain'),
-                           ctx.steps_per_epoch['forget'],
-                           augment=config.get('augment', False))
+  # The two gradients as two programs on CPUs (`base.summed_gradients`):
+  # alpha * CE(retain) - (1 - alpha) * CE(forget), forget pass first.
+  return base.single_phase(
+      base.summed_gradients((forget_term, retain_term)), ('forget', 'retain'),
+      ctx.steps_per_epoch['forget'], prepare=prepare,
+      augment=config.get('augment', False))

@@ -70,14 +70,6 @@ def random_labels(rng: jax.Array, labels: jax.Array, num_classes: int, *,
   return jax.random.randint(rng, labels.shape, 0, num_classes, labels.dtype)
 
 
-def _summed_loss(logits_f: jax.Array, random_f: jax.Array,
-                 logits_r: jax.Array, labels_r: jax.Array,
-                 retain_weight: float) -> jax.Array:
-  """CE(forget logits, random labels) + retain_weight * CE(retain, true)."""
-  return (losses.cross_entropy(logits_f, random_f) +
-          retain_weight * losses.cross_entropy(logits_r, labels_r))
-
-
 def _accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return (logits.argmax(-1) == labels).mean()
 
@@ -150,32 +142,35 @@ def make(config: ml_collections.ConfigDict, ctx: base.Context, *,
     return state, method_state, {'loss': loss,
                                  'accuracy': _accuracy(logits, retain['label'])}
 
-  def summed_update(state, method_state, batches, rng):
-    forget, retain = batches['forget'], batches['retain']
-    targets = relabel(rng, forget)
+  def forget_term(state, params, method_state, batches, rng):
+    del method_state
+    forget = batches['forget']
+    logits, model_state = forward(state, params, forget['image'])
+    loss = losses.cross_entropy(logits, relabel(rng, forget))
+    return loss, ({'forget_accuracy': _accuracy(logits, forget['label'])},
+                  model_state)
 
-    def loss_fn(params):
-      logits_f, model_state = forward(state, params, forget['image'])
-      # Thread the BatchNorm statistics through both forward passes.
-      logits_r, model_state = forward(state, params, retain['image'],
-                                      model_state)
-      loss = _summed_loss(logits_f, targets, logits_r, retain['label'],
-                          retain_weight)
-      return loss, (logits_f, logits_r, model_state)
+  def retain_term(state, params, method_state, batches, rng):
+    del method_state, rng
+    retain = batches['retain']
+    logits, model_state = forward(state, params, retain['image'])
+    loss = retain_weight * losses.cross_entropy(logits, retain['label'])
+    return loss, ({'retain_accuracy': _accuracy(logits, retain['label'])},
+                  model_state)
 
-    (loss, (logits_f, logits_r, model_state)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params)
-    state = apply_gradients(state, method_state, grads, model_state)
-    return state, method_state, {
-        'loss': loss,
-        'forget_accuracy': _accuracy(logits_f, forget['label']),
-        'retain_accuracy': _accuracy(logits_r, retain['label'])}
+  def summed_prepare(rng, state):
+    state, method_state = prepare(rng, state)
+    return state, base.init_gradient_sum(dict(method_state or {}),
+                                         state.params)
 
   forget_steps = ctx.steps_per_epoch['forget']
   if loop == 'summed':
-    return base.single_phase(summed_update, ('forget', 'retain'),
-                             forget_steps, prepare=prepare,
-                             augment=config.get('augment', False))
+    # CE(forget, random labels) + retain_weight * CE(retain, true labels),
+    # each gradient its own program on CPUs (`base.summed_gradients`).
+    return base.single_phase(
+        base.summed_gradients((forget_term, retain_term), apply_gradients),
+        ('forget', 'retain'), forget_steps, prepare=summed_prepare,
+        augment=config.get('augment', False))
   fraction = config.get('retain_fraction', 1.0)
   if fraction <= 0:
     raise errors.ConfigError(

@@ -130,6 +130,15 @@ def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
       method_state['opengan'] = hook.init()
     return state, method_state
 
+  def frozen(state, method_state, images):
+    """The teacher's logits (and features, for the OpenGAN hook)."""
+    logits, features = base.teacher_outputs(state, method_state['teacher'],
+                                            images)
+    outputs = {'teacher_logits': logits}
+    if hook is not None:
+      outputs['teacher_features'] = features
+    return outputs
+
   def distill_update(split, loss_of):
     """An update on `batches[split]` minimising `loss_of`.
 
@@ -142,13 +151,13 @@ def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
     def update(state, method_state, batches, rng):
       batch = batches[split]
       images = batch['image']
-      teacher, teacher_features = base.teacher_outputs(
-          state, method_state['teacher'], images)
+      outputs = base.frozen_outputs(frozen, state, method_state, batch)
+      teacher = outputs['teacher_logits']
       generated = None
       if hook is not None and split != 'retain':
         generated = hook.logits(method_state['opengan'],
                                 method_state['teacher']['params'],
-                                teacher_features,
+                                outputs['teacher_features'],
                                 jax.random.fold_in(rng, _HOOK_STREAM))
       is_forget = batch.get('is_forget', jnp.full(
           batch['label'].shape, float(split == 'forget'), jnp.float32))
@@ -209,7 +218,8 @@ def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
   if variant == 'capstone':
     return base.single_phase(capstone_update, ('mixed',),
                              ctx.steps_per_epoch['mixed'], prepare=prepare,
-                             augment=config.get('augment', False))
+                             augment=config.get('augment', False),
+                             frozen=frozen)
 
   msteps = int(config.get('msteps', 1))
   fraction = config.get('retain_fraction', 1.0)
@@ -228,4 +238,4 @@ def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
       prepare=prepare,
       phases={'max': base.Phase(max_update, ('forget',), augment),
               'min': base.Phase(min_update, ('retain',), augment)},
-      plan=plan)
+      plan=plan, frozen=frozen)
