@@ -258,7 +258,9 @@ class StepPartsTest(absltest.TestCase):
     for a, b in zip(separate.history, fused.history):
       self.assertEqual(set(a), {'loss', 'forget_ce', 'forget_accuracy',
                                 'retain_accuracy'})
-      for k in a:
+      self.assertEqual(set(a), set(b))
+      # Not the accuracies: rounding may flip a near-tie argmax.
+      for k in ('loss', 'forget_ce'):
         np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-6)
 
 
