@@ -15,10 +15,11 @@ def method(mode: str = 'random') -> ml_collections.ConfigDict:
 
   Five short epochs, each a forget pass (random labels) then a fifth of a
   retain pass (14 steps on the embedded dataset), with SGD at momentum 0.5
-  and lr 0.018 (weight decay 5e-4, as SalUn). RL's default (one full epoch, momentum 0.9, lr
-  0.002) stalls at an Avg. Gap of 2.59 for random 10 % forgetting: its
-  retain pass restores forget and retain accuracy together (their sum stays
-  near 100 %), so unlearning trades one for the other. Alternating forgetting
+  and lr 0.018 (weight decay 5e-4, as SalUn). RL's default (one full
+  epoch, momentum 0.9, lr 0.002) stalls at an Avg. Gap of 2.59 for random
+  10 % forgetting: its retain pass restores forget and retain accuracy
+  together (their sum stays near 100 %), so unlearning trades one for the
+  other. Alternating forgetting
   and repair five times, with less momentum carrying the random-label
   gradient into the retain steps, reaches 2.05 and 1.24 class-wise, in 105
   steps (docs/RESULTS.md, issue 3).

@@ -32,21 +32,26 @@ _PREP = train.Preprocessing(mean=(0.5,), std=(0.25,), crop_padding=1,
                             flip=True)
 
 
-def _setup(model_name='cnn', n=64, batch=16, lr=0.05, method=retrain):
-  images, labels = test_util.tiny_images(n), test_util.tiny_labels(n)
+def _setup(model_name='cnn', n=64, batch=16, lr=0.05, method=retrain,
+           config=None, splits=('retain',)):
+  """(method, state, data, batch): `method` made with `config` (default:
+  augmented) on `splits` of `n` tiny images each."""
   model = models.create(ml_collections.ConfigDict(
       {'name': model_name, 'width': 4}), 4)
-  data = {'retain': train.split_data(images, labels)}
+  data = {s: train.split_data(test_util.tiny_images(n, seed=k),
+                              test_util.tiny_labels(n, seed=k))
+          for k, s in enumerate(splits)}
 
   def init_variables(rng):
     variables = dict(model.init(rng, jnp.zeros((1, 8, 8, 1))))
     return variables.pop('params'), variables
 
   ctx = base.Context(num_classes=4, epochs=2,
-                     steps_per_epoch={'retain': n // batch},
-                     batch_size={'retain': batch},
+                     steps_per_epoch={s: n // batch for s in data},
+                     batch_size={s: batch for s in data},
                      init_variables=init_variables, iterate=None)
-  made = method.make(ml_collections.ConfigDict({'augment': True}), ctx)
+  made = method.make(ml_collections.ConfigDict(
+      {'augment': True} if config is None else config), ctx)
   tx = optim.make_optimizer(ml_collections.ConfigDict(
       {'name': 'sgd', 'lr': lr, 'momentum': 0.9, 'weight_decay': 5e-4}),
                             n // batch, 2)
@@ -185,34 +190,19 @@ class TrainTest(parameterized.TestCase):
     np.testing.assert_array_equal(stream.next(), resumed.next())
 
 
-def _two_split_setup(module, config, n=64, batch=16):
-  """(method, state, data) with forget and retain splits for `module`."""
-  model = models.create(ml_collections.ConfigDict(
-      {'name': 'cnn', 'width': 4}), 4)
-  data = {s: train.split_data(test_util.tiny_images(n, seed=k),
-                              test_util.tiny_labels(n, seed=k))
-          for k, s in enumerate(('forget', 'retain'))}
-
-  def init_variables(rng):
-    variables = dict(model.init(rng, jnp.zeros((1, 8, 8, 1))))
-    return variables.pop('params'), variables
-
-  ctx = base.Context(num_classes=4, epochs=2,
-                     steps_per_epoch={s: n // batch for s in data},
-                     batch_size={s: batch for s in data},
-                     init_variables=init_variables, iterate=None)
-  made = module.make(ml_collections.ConfigDict(config), ctx)
-  tx = optim.make_optimizer(ml_collections.ConfigDict(
-      {'name': 'sgd', 'lr': 0.05, 'momentum': 0.9, 'weight_decay': 5e-4}),
-                            n // batch, 2)
-  return made, state_lib.create(model, tx, (8, 8, 1), jax.random.key(0)), data
+def _two_split_setup(module, config):
+  """(method, state, data) for `module` on forget and retain splits."""
+  made, state, data, _ = _setup(method=module, config=config,
+                                splits=('forget', 'retain'))
+  return made, state, data
 
 
-def _run_two_splits(made, state, data, batch=16, epochs=2, augment=False):
-  prep = _PREP if augment else _PREP._replace(crop_padding=0, flip=False)
-  return train.run(made, state, data, epochs=epochs,
+def _run_two_splits(made, state, data, batch=16):
+  """Two epochs on both splits, un-augmented, on 2 devices."""
+  return train.run(made, state, data, epochs=2,
                    batch_size={'forget': batch, 'retain': batch}, seed=3,
-                   prep=prep, mesh=parallel.make_mesh(2))
+                   prep=_PREP._replace(crop_padding=0, flip=False),
+                   mesh=parallel.make_mesh(2))
 
 
 class StepPartsTest(absltest.TestCase):
