@@ -1,4 +1,4 @@
-"""Default experiment: fine-tune unlearning of a random 10% of the embedded
+"""Default experiment: SalUn unlearning of a random 10% of the embedded
 Fashion-MNIST subset with a small CNN, against original and retrained models.
 
 Runs offline on 2 CPU cores in a few minutes. Variants (after the colon):
@@ -34,6 +34,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0  # Seeds the split, initialisation, batch order and rngs.
   config.checkpoint_dir = 'checkpoints'  # Original and retrain models.
+  # Restoring checkpoints (mu_jax/checkpoint.py).
+  config.checkpoint = ml_collections.ConfigDict()
+  # Every saved step holds the SHA-256 of each array, checked on restore. A
+  # step without them (its checksums/ deleted, or saved by an older mu_jax)
+  # is refused, unless this is True: then it is restored unverified, with a
+  # warning.
+  config.checkpoint.allow_unverified = False
   # A folder holding a finished mu_jax checkpoint of the original model to use
   # instead of training one (e.g. checkpoints/<dataset>_<model>_all_s0).
   config.init_from = ''
@@ -96,12 +103,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.method_recipes = ''
   # The unlearning method: its section for the forgetting mode
   # (`method_config`); `--method NAME` and `--mode` swap in the chosen
-  # method's section for the chosen mode.
-  config.method = method_config('finetune', config.split.mode,
+  # method's section for the chosen mode. SalUn: on the default data it
+  # reaches the guard rails' target in its first attempt, as configured
+  # (fine-tuning, the weakest baseline, stays short of it: exit status 3).
+  config.method = method_config('salun', config.split.mode,
                                 smoke=config.smoke)
 
   # Oracle-free guard rails around every unlearning run (mu_jax/guard.py):
-  # early stop when forgotten, rewind on collapse or NaN, step-size retries.
+  # a two-sided forgetting target, rewinds, retries within a budget, and a
+  # loud outcome (exit status 3) when the target is not met.
   config.guard = guard.guard_config()
 
   # SimCLR pretraining and the self-supervised unlearning terms, used when
@@ -149,6 +159,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval.batch_size = 128
     config.ssl.epochs = 1
     config.ssl.batch_size = 32
+    # 512 images and one epoch check the plumbing, not the forgetting: a
+    # smoke run short of the target still prints NOT FORGOTTEN, but exits 0.
+    config.guard.allow_unmet = True
     augmentation.shrink(config.augmentation)
   return config
 

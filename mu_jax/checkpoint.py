@@ -8,13 +8,17 @@ a run killed mid-write leaves nothing that can be loaded by mistake.
 Integrity: each step also holds a JSON item `checksums` with the SHA-256 of
 every saved array (its dtype name, shape and little-endian C-order bytes),
 written inside the step, so Orbax renames it into place with the rest.
-`restore` recomputes them and raises `CheckpointError` on any mismatch. Steps
-saved before checksums existed restore unverified, with a warning.
+`restore` recomputes them and raises `CheckpointError` on any mismatch. A
+step without them (saved before checksums existed, or whose `checksums/` was
+deleted) cannot be verified and is refused, unless the run allows it
+(`allow_unverified`, `--config.checkpoint.allow_unverified=True`): then it
+is restored unverified, with a warning.
 
 Interrupts: Ctrl-C (SIGINT) during `save` is held back until the step is
 written, then raised, so an interrupted run leaves whole steps; a save that
 fails (read-only folder, full disk) removes its partial step and raises a
-one-line `CheckpointError`.
+one-line `CheckpointError`; so does `close()`, where Orbax reports that
+failure again, or first.
 
 Concurrency: a `Checkpointer` holds an inter-process lock on its folder (the
 file `LOCK_NAME` inside it, via `filelock`) from construction until `close()`,
@@ -61,10 +65,23 @@ _CHECKSUMS = 'checksums'  # The Orbax item holding the per-array digests.
 # Lock files this process holds -> [FileLock, open Checkpointers using it].
 _held: dict[str, list] = {}
 _held_guard = threading.Lock()
+# Whether steps without checksums are restored (unverified) or refused; set
+# per run from config.checkpoint.allow_unverified (`allow_unverified`).
+_policy = {'allow_unverified': False}
 
 
 class CheckpointError(errors.MuJaxError, RuntimeError):
   """A checkpoint is missing, unreadable or does not match the run."""
+
+
+def allow_unverified(allowed: bool) -> None:
+  """Whether `Checkpointer.restore` takes steps that have no checksums.
+
+  Off by default: such a step may be corrupt in ways nothing detects (a
+  flipped bit shows up only as a NaN or a diverging run much later).
+  `experiment.setup` sets it from `config.checkpoint.allow_unverified`.
+  """
+  _policy['allow_unverified'] = bool(allowed)
 
 
 def _has_leaves(tree) -> bool:
@@ -316,6 +333,12 @@ class Checkpointer:
             for k, v in items.items()}
     has_checksums = os.path.isdir(
         os.path.join(self.directory, str(step), _CHECKSUMS))
+    if not has_checksums and not _policy['allow_unverified']:
+      raise CheckpointError(
+          f'checkpoint {self.directory}/{step} has no checksums (its '
+          f'{_CHECKSUMS}/ folder is missing: deleted, or saved by an older '
+          'mu_jax), so it cannot be verified; delete it to start over, or '
+          'pass --config.checkpoint.allow_unverified=True to use it as it is')
     if has_checksums:
       args[_CHECKSUMS] = ocp.args.JsonRestore()
     try:
@@ -332,8 +355,9 @@ class Checkpointer:
       self._verify(step, restored[_CHECKSUMS],
                    {k: restored[k] for k in items})
     else:
-      logging.warning('checkpoint %s/%d has no checksums (saved by an older '
-                      'mu_jax); restoring it unverified', self.directory, step)
+      logging.warning('checkpoint %s/%d has no checksums; restoring it '
+                      'unverified (--config.checkpoint.allow_unverified)',
+                      self.directory, step)
     return (restored['state'], restored.get('method_state', method_state),
             dict(restored['meta']))
 
@@ -395,21 +419,57 @@ class Checkpointer:
           self._remove_partial(step)
         raise CheckpointError(str(error)) from e
 
-  def _remove_partial(self, step: int) -> None:
-    """Deletes what a failed save of `step` left (Orbax's temporary folder)."""
+  def _remove_partial(self, step: int | None = None) -> None:
+    """Deletes what a failed save left (Orbax's temporary folders).
+
+    Args:
+      step: that save's step; None: every step's (the folder's lock keeps
+        other runs from writing in it meanwhile).
+    """
+    def partial(name: str) -> bool:
+      if step is None:
+        return '.orbax-checkpoint-tmp' in name
+      return name.startswith(f'{step}.orbax-checkpoint-tmp')
+
     with contextlib.suppress(OSError):
       for entry in os.scandir(self.directory):
-        if entry.name.startswith(f'{step}.orbax-checkpoint-tmp'):
+        if partial(entry.name):
           shutil.rmtree(entry.path, ignore_errors=True)
 
   def close(self):
-    """Closes Orbax and releases the folder's lock; safe to call twice."""
+    """Closes Orbax and releases the folder's lock; safe to call twice.
+
+    Raises:
+      CheckpointError: Orbax reports only now that a write failed (a full
+        disk); what it left is removed. While another exception unwinds
+        (`save`'s one-line error for that same write), Orbax's report is
+        logged at debug level instead of replacing it.
+    """
     if self._closed:
       return
     self._closed = True
+    unwinding = sys.exc_info()[1] is not None
     try:
-      self._manager.close()
-      if sys.exc_info()[1] is None:
+      try:
+        # Waits for Orbax's background threads; re-raises what failed there.
+        self._manager.close()
+      except Exception as e:  # pylint: disable=broad-except
+        if parallel.peer_failure(e) and not unwinding:
+          raise  # Another process died in Orbax's barrier: not the files.
+        error = errors.file_error(
+            e, self.directory, 'cannot write checkpoint folder',
+            'set --config.checkpoint_dir to a writable folder')
+        if parallel.is_main_process() and error is not None:
+          self._remove_partial()
+        if unwinding:
+          (logging.debug if error is not None else logging.warning)(
+              'closing checkpoint folder %s failed too: %r', self.directory,
+              e)
+        elif error is None:
+          raise
+        else:
+          raise CheckpointError(str(error)) from e
+      if not unwinding:
         # Process 0 keeps the lock until every process is done with the
         # folder. Not while an exception unwinds: that may have hit this
         # process alone, and a barrier the others never reach would hang it.

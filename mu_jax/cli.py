@@ -17,10 +17,13 @@ failed prints its `mu_jax: error: ...` line, the others one saying that
 another process failed (`parallel.end_process`).
 """
 
+import errno
 import importlib.util
+import inspect
 import logging as std_logging
 import os
 import re
+import signal
 import sys
 import traceback
 
@@ -159,6 +162,13 @@ def _resolve_config(config):
         if path.startswith('method.'):
           _set(config, path, value)
     _apply_shortcuts(config, method_only=True)
+  if flags.FLAGS.forget_class is not None and config.split.mode != 'class_wise':
+    # Random forgetting ignores split.forget_classes: the run would forget
+    # random examples of every class instead of the class asked for.
+    raise errors.ConfigError(
+        f'--forget_class {flags.FLAGS.forget_class} forgets whole classes, '
+        f'but this run forgets in {config.split.mode} mode (random examples '
+        'of every class); add --mode class_wise')
   return config
 
 
@@ -207,46 +217,66 @@ def _with_config_paths(argv: list[str]) -> list[str]:
   return argv
 
 
-class _DropLibraryInfo:
-  """Keeps warnings only from chatty libraries.
+def _verbose() -> bool:
+  """Whether --verbosity asks for debug output (1 or more)."""
+  try:
+    return logging.get_verbosity() >= logging.DEBUG
+  except Exception:  # pylint: disable=broad-except
+    return False  # Flags not parsed yet, or torn down at exit.
 
-  Orbax logs every file operation at INFO, and JAX logs at INFO that it found
-  no TPU library on every machine that has none. Orbax also logs, with a
-  traceback, the error of a write that failed in its thread (a full disk, a
-  read-only folder); the same error reaches mu_jax, which reports it in one
-  line, so that record keeps its message but loses the traceback, and
-  asyncio's later "Future exception was never retrieved" for it is dropped.
+
+class _DropLibraryInfo:
+  """Keeps the log records of chatty libraries out of the terminal.
+
+  Orbax logs every file operation at INFO and, at ERROR with TensorStore
+  specs hundreds of characters long, every write that failed in one of its
+  threads (a full disk, a read-only folder); the same error reaches mu_jax,
+  which reports it in one line. So Orbax's records are kept only when
+  `--verbosity=1` (or more) asks for debug output. JAX logs at INFO that it
+  found no TPU library on every machine that has none; its warnings stay.
+  asyncio's "Future exception was never retrieved" for a failed write is
+  dropped too.
   """
 
   def filter(self, record):
-    if record.exc_info and errors.file_error(record.exc_info[1], None, '',
-                                             '') is not None:
-      if 'asyncio' in record.pathname:
-        return False
-      if 'orbax' in record.pathname:
-        record.exc_info = record.exc_text = None
-    return (record.levelno >= std_logging.WARNING
-            or ('orbax' not in record.pathname
-                and 'xla_bridge' not in record.pathname))
+    if _verbose():
+      return True
+    if 'orbax' in record.pathname:
+      return False
+    if (record.exc_info and 'asyncio' in record.pathname
+        and errors.file_error(record.exc_info[1], None, '', '') is not None):
+      return False
+    return record.levelno >= std_logging.WARNING or (
+        'xla_bridge' not in record.pathname)
+
+
+def _orbax_coroutine(obj) -> bool:
+  """Whether `obj` is a coroutine of Orbax's code."""
+  return inspect.iscoroutine(obj) and (
+      f'{os.sep}orbax{os.sep}' in obj.cr_code.co_filename)
 
 
 def _quiet_closed_event_loops() -> None:
-  """Drops the 'Event loop is closed' noise of a failed Orbax write.
+  """Drops what Orbax's abandoned asynchronous work prints when collected.
 
   When a checkpoint write fails (a full disk), TensorStore's threads still
   complete futures of the asyncio loop Orbax has closed; Python reports
-  each as an unraisable RuntimeError with a traceback, while mu_jax says
-  what failed in one line. Other unraisable exceptions reach the previous
-  hook.
+  each as an unraisable RuntimeError 'Event loop is closed'. When a restore
+  fails (a checkpoint of another model width), the reads Orbax started for
+  the other arrays are abandoned, and each coroutine, closed when collected,
+  is reported with its error and a TensorStore spec (about 60 lines each).
+  mu_jax has said what failed in one line; `--verbosity=1` shows them.
+  Other unraisable exceptions reach the previous hook.
   """
   previous = sys.unraisablehook
   if getattr(previous, 'mu_jax_quiet', False):
     return
 
   def hook(unraisable):
-    if not (unraisable.object is None
-            and unraisable.exc_type is RuntimeError
-            and str(unraisable.exc_value) == 'Event loop is closed'):
+    closed_loop = (unraisable.object is None
+                   and unraisable.exc_type is RuntimeError
+                   and str(unraisable.exc_value) == 'Event loop is closed')
+    if _verbose() or not (closed_loop or _orbax_coroutine(unraisable.object)):
       previous(unraisable)
 
   hook.mu_jax_quiet = True
@@ -255,6 +285,13 @@ def _quiet_closed_event_loops() -> None:
 
 # Exit status of a run ended by Ctrl-C (SIGINT), as shells report it.
 EXIT_INTERRUPTED = 130
+# Exit status of a run that finished but did not forget (guard.outcome
+# not_forgotten or kept_original); --config.guard.allow_unmet=True gives 0.
+EXIT_NOT_FORGOTTEN = 3
+# Exit status when the reader of the standard output left (`mu-jax ... |
+# head -1`): what shells report for a process ended by SIGPIPE, as `cat`
+# would be, so `set -o pipefail` sees the same as for any other command.
+EXIT_CLOSED_PIPE = 141
 # The fix for a file-system error on a path that no one place owns.
 _PATH_FIX = ('check the folders given to --workdir, --config.checkpoint_dir, '
              '--saved_data_path and --config.data.path')
@@ -278,7 +315,13 @@ def _fail(message, wait_for_others: bool = True) -> None:
 
 
 def _interrupted() -> None:
-  """Ends a run stopped by Ctrl-C: one line, exit status 130."""
+  """Ends a run stopped by Ctrl-C: one line, exit status 130.
+
+  Further Ctrl-Cs are ignored from here on: a second one (a double press)
+  would otherwise interrupt the exit handlers (JAX's, Orbax's) with a
+  traceback.
+  """
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
   sys.stdout.flush()
   print('mu_jax: interrupted; every checkpoint saved so far is complete, and '
         'the same command resumes from the last one', file=sys.stderr)
@@ -347,6 +390,9 @@ def _parse_flags(argv: list[str]) -> list[str]:
   """
   try:
     return flags.FLAGS(argv)
+  except SyntaxError as e:  # The config file (or a module it imports).
+    _fail(f'--config: {e.filename}, line {e.lineno}: syntax error '
+          f'({e.msg}); fix that file')
   except flags.Error as e:
     cause = _user_error_in(e)
     if cause is not None:
@@ -425,6 +471,73 @@ def main(argv):
     if not parallel.peer_failure(e):
       raise
     _fail(_other_process_failed(e), wait_for_others=False)
+  if unmet(result, config):
+    _exit(EXIT_NOT_FORGOTTEN)
+
+
+def unmet(result, config) -> bool:
+  """Whether a finished run did not forget and must say so by its status.
+
+  A single experiment whose guard rails ended short of the target or kept
+  the original model (`guard.outcome`), unless
+  `--config.guard.allow_unmet=True`. The suite and the tuner mark such
+  cells in their tables instead.
+  """
+  guard = result.get('guard') or {}
+  return (guard.get('outcome') in ('not_forgotten', 'kept_original')
+          and not config.guard.get('allow_unmet', False))
+
+
+class _WatchedStdout:
+  """sys.stdout, marking the OSErrors of its writes as the standard output's.
+
+  Without the mark, an OSError without a file name (a closed pipe, a full
+  device) could be any stream's or socket's.
+  """
+  mark = 'mu_jax_stdout'
+
+  def __init__(self, stream):
+    self.stream = stream
+
+  def _marked(self, method, *args):
+    try:
+      return method(*args)
+    except OSError as e:
+      setattr(e, self.mark, True)
+      raise
+
+  def write(self, text):
+    return self._marked(self.stream.write, text)
+
+  def writelines(self, lines):
+    return self._marked(self.stream.writelines, lines)
+
+  def flush(self):
+    return self._marked(self.stream.flush)
+
+  def __getattr__(self, name):
+    return getattr(self.stream, name)
+
+
+def _stdout_failed(error: OSError) -> None:
+  """Ends a run whose standard output cannot be written.
+
+  A closed pipe (the reader left: `mu-jax ... | head -1`) ends quietly with
+  `EXIT_CLOSED_PIPE`; any other failure (a full device, /dev/full) with one
+  line and exit status 2. Either way the run has finished and written its
+  report.json (only the printed summary is lost).
+  """
+  # Anything still buffered, and Python's flush at exit, go nowhere now.
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, 1)
+  os.close(devnull)
+  if error.errno == errno.EPIPE:
+    _exit(EXIT_CLOSED_PIPE)
+  fix = "redirect it elsewhere (a finished run's report.json holds its results)"
+  message = errors.file_error(error, None, 'cannot write to the standard '
+                              'output', fix)
+  _fail(message or f'cannot write to the standard output '
+        f'({error.strerror or error}); {fix}')
 
 
 def run():
@@ -432,7 +545,9 @@ def run():
 
   Bad input ends with one line `mu_jax: error: ...` and exit status 2;
   Ctrl-C with one line `mu_jax: interrupted; ...` and exit status 130,
-  after the checkpoint being written (if any) is complete.
+  after the checkpoint being written (if any) is complete; a standard output
+  that cannot be written, after the run, quietly with status 141 if it was a
+  pipe whose reader left, else with one line and status 2.
   """
   try:
     sys.argv = _with_config_paths(sys.argv)
@@ -445,10 +560,25 @@ def run():
   main_module = sys.modules.get('__main__')
   if main_module is not None and not main_module.__doc__:
     main_module.__doc__ = __doc__
+  stdout = sys.stdout
+  if not isinstance(stdout, _WatchedStdout):
+    sys.stdout = _WatchedStdout(stdout)
   try:
-    app.run(main, flags_parser=_parse_flags)
+    try:
+      app.run(main, flags_parser=_parse_flags)
+    except SystemExit:
+      # What is still buffered is written here, where a failure can be
+      # reported, rather than by Python at exit, which prints a traceback.
+      sys.stdout.flush()
+      raise
   except KeyboardInterrupt:
     _interrupted()
+  except OSError as e:
+    if not getattr(e, _WatchedStdout.mark, False):
+      raise
+    _stdout_failed(e)
+  finally:
+    sys.stdout = stdout
 
 
 if __name__ == '__main__':

@@ -49,6 +49,8 @@ _REASONS = {
     errno.EEXIST: 'a file is in the way of a folder',
     errno.EISDIR: 'it is a folder, not a file',
     errno.ENOENT: 'no such file or folder',
+    errno.ENAMETOOLONG: 'a name in the path is longer than the file system '
+                        'allows',
 }
 # The same in the text of errors that carry no errno (TensorStore's, which
 # Orbax raises as ValueError: "... No space left on device

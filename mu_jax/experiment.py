@@ -15,9 +15,11 @@ import numpy as np
 from absl import logging
 
 from mu_jax import augmentation
+from mu_jax import checkpoint as checkpoint_lib
 from mu_jax import data as data_lib
 from mu_jax import errors
 from mu_jax import evaluate
+from mu_jax import guard
 from mu_jax import methods
 from mu_jax import models
 from mu_jax import optim
@@ -123,21 +125,19 @@ def _check_numbers(config: ml_collections.ConfigDict):
     if config.data[what] < 0:
       raise ConfigError(f'--config.data.{what} is {config.data[what]}; use 0 '
                         'for all images or a positive count')
+  if config.split.forget_num < 0:
+    # 0 means "use forget_fraction", so a negative count would silently
+    # forget that fraction instead.
+    raise ConfigError(
+        f'--config.split.forget_num is {config.split.forget_num}; use a '
+        'positive count, or 0 to forget --config.split.forget_fraction of '
+        'the train set')
   guard_config = config.guard
   if (guard_config.enabled
       and methods.canonical_name(config.method.name) != 'retrain'):
     # The guard rails (mu_jax/guard.py) start after training the original
     # and retrain models: check their settings now.
-    if guard_config.max_attempts < 1 or guard_config.lr_factor <= 1.0:
-      raise ConfigError(
-          f'guard.max_attempts={guard_config.max_attempts} must be >= 1 and '
-          f'guard.lr_factor={guard_config.lr_factor} > 1')
-    if guard_config.checks_per_epoch < 1:
-      raise ConfigError(f'guard.checks_per_epoch='
-                        f'{guard_config.checks_per_epoch} must be >= 1')
-    if not 0.0 < guard_config.random_progress <= 1.0:
-      raise ConfigError(f'guard.random_progress='
-                        f'{guard_config.random_progress} must be in (0, 1]')
+    guard.check_config(guard_config)
     if config.split.mode == 'random' and config.split.val_fraction <= 0:
       raise ConfigError(
           'the guard rails of random forgetting compare forget accuracy with '
@@ -234,12 +234,18 @@ def setup(config: ml_collections.ConfigDict):
         config.distributed.get('heartbeat_timeout_seconds',
                                parallel.HEARTBEAT_TIMEOUT_SECONDS))
   check_config(config)
+  # Checkpoints without checksums are refused unless the user allows them.
+  checkpoint_lib.allow_unverified(
+      config.get('checkpoint', {}).get('allow_unverified', False))
   mesh = parallel.make_mesh(config.mesh.num_devices)
   for what, size in (('train', config.train.batch_size),
                      ('method', config.method.batch_size),
                      ('eval', config.eval.batch_size)):
     parallel.check_batch_size(size, mesh, f'--config.{what}.batch_size:')
-  return _load_data(config), mesh
+  dataset = _load_data(config)
+  models.check_image_shape(config.model, dataset.train_images.shape[1:],
+                           config.data.path or dataset.name)
+  return dataset, mesh
 
 
 def make_split(config: ml_collections.ConfigDict,

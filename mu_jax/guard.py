@@ -1,8 +1,9 @@
 """Oracle-free guard rails around an unlearning run.
 
 An unlearning method tuned on one dataset can, on another, collapse the
-model (retain and test accuracy fall), leave it untouched, or diverge. The
-guard watches a run with cheap measurements that need no retrained model:
+model (retain and test accuracy fall), forget too much, leave it untouched,
+or diverge. The guard watches a run with cheap measurements that need no
+retrained model:
 
 * forget accuracy on a fixed subsample of the forget set;
 * retain accuracy on a fixed subsample of the retain set;
@@ -11,43 +12,74 @@ guard watches a run with cheap measurements that need no retrained model:
 
 Each is measured on the original model first (the baseline), then at check
 points during the run: the end of every epoch and, in epochs of a single
-phase, `checks_per_epoch` times per epoch. A check is **damaged** when its
+phase, `checks_per_epoch` times per epoch, thinned so that checks cost at
+most `check_share` of the run's optimizer steps (short epochs on a small
+dataset are checked every few epochs; the end of a run always). A check is **damaged** when its
 retain accuracy is more than `max_retain_drop` points, or its held-out
 accuracy more than `max_val_drop` points, below the baseline's, beyond
-`noise_z` standard errors of the measured drop (the same examples before
-and after, so the error of the paired difference: sqrt(examples that
-flipped) / examples; a validation set of a few hundred images is noisy).
+`noise_z` standard errors of the measured drop and by more than one example
+(the same examples before and after, so the error of the paired difference:
+sqrt(examples that flipped) / examples). A check's **forgetting** is
+
+* class-wise: at the target when forget accuracy is at most
+  `class_wise_target` percent (a retrained model predicts none of the
+  class), else short of it;
+* random: at the target when the forget set is indistinguishable from data
+  the model never saw: its accuracy differs from the held-out accuracy of
+  the original model (which a model retrained without the set matches) by
+  at most `target_z` standard errors of the difference of two independent
+  proportions (a two-sided test; 2.576 = a 1 % error rate) plus one example.
+  Above that the model still remembers the set (short of the target);
+  below it the model has forgotten more than a model that never saw the set
+  would (over-forgotten: the Avg. Gap grows again). The reference is the
+  original's held-out accuracy, not the check's: a method that costs a
+  point of held-out accuracy should not be asked to forget a point more.
+  Accuracy only: a confidence test through SalUn's MIA, refit on the
+  probes, was tried; its estimate moved by up to 10 points between
+  consecutive checks of one run, too noisy to decide on.
 
 Methods typically damage the model first and repair it later in the run
 (measured: Bad Teaching's held-out accuracy falls 14 points in its first
 quarter epoch and recovers to within 2), so the guard never stops a run
-early; it judges the run's end. An attempt ends
-
-* **forgotten**: undamaged, with forget accuracy at the target. Class-wise:
-  at most `class_wise_target` percent (a retrained model predicts none of
-  the class). Random: at least `random_progress` of the way from the
-  original's forget accuracy to its held-out accuracy, which is what a
-  model that never saw the forget set scores on it (the reference point of
-  SCRUB+R, Kurmanji et al. 2023);
-* **collapsed**: its last check damaged;
-* **diverged**: a NaN or infinite loss or weight;
-* **under-forgot**: undamaged, short of the target.
+early; it judges the run's end. An attempt ends **forgotten** (undamaged,
+at the target), **collapsed** (its last check damaged), **diverged** (a NaN
+or infinite loss or weight), **under-forgot** or **over-forgot**.
 
 A forgotten attempt's final model is kept: a run that needed no help comes
-out exactly as without the guard. An attempt that ended otherwise but was
-forgotten, undamaged, at an earlier check is rewound to the best such check
-(SCRUB+R's rewind). Otherwise the method is run again from the
-original model, with the learning rate divided by `lr_factor` after a
-collapse or divergence and multiplied by it after too little forgetting;
-once a too-small and a too-large step are both known, the search bisects
-between them geometrically; at most `max_attempts` runs. If no attempt is
-forgotten, the guard rewinds to the best undamaged check of all attempts,
-scored by an oracle-free estimate of the Avg. Gap: twice the distance of
-forget accuracy from its ideal (0 class-wise, the original's held-out
-accuracy random; twice, because MIA-efficacy moves with it) plus the retain
-and held-out accuracy lost. The original model is a
-candidate too, so the guard never hands on a collapsed or NaN model: at
-worst the original, with a report that says so; if every attempt diverged
+out exactly as without the guard. An attempt that ended otherwise but was at
+the target, undamaged, at an earlier check is rewound to the best such check
+(SCRUB+R's rewind, from either side). Otherwise the method is run again from
+the original model: after a collapse, divergence or over-forgetting with the
+learning rate divided by `lr_factor`; after too little forgetting twice as
+long if the attempt ran fewer than `min_steps` optimizer steps and was still
+forgetting when it ended (a small dataset makes short runs), else with the
+learning rate multiplied by it (by its square if the attempt covered less
+than a tenth of the way); once a too-small and a too-large step are both
+known, the search bisects between them geometrically. The step size is
+a strength s: a method with a balance knob (`methods.base.Balance`:
+NegGrad+'s alpha, RL's and SalUn's retain weight, SCRUB's min-phase
+weights) moves it with s, towards forgetting for s > 1. The attempts share
+one compiled program per knob setting (the
+learning rate is optimizer state, `optim.lr_scale`).
+
+The search stops within a budget: all attempts and checks together may cost
+at most `budget` times the optimizer steps of retraining (a check costs its
+forward passes, a third of a training step per image). The first attempt
+always runs; a later one only if it fits, and at most `max_attempts` in all.
+
+If no attempt is forgotten, the guard rewinds to the best undamaged check of
+all attempts, scored by an oracle-free estimate of the Avg. Gap: twice the
+distance of forget accuracy from its ideal (0 class-wise; random, from the
+target's window around the original's held-out accuracy; twice, because
+MIA-efficacy moves with it) plus
+the retain and held-out accuracy lost. The original model is a candidate
+too, so the guard never hands on a collapsed or NaN model: at worst the
+original. The run's **outcome** says which: `forgotten` (the kept model is
+at the target, undamaged; the original itself when it already was),
+`not_forgotten` (the best check kept is short of or past the target) or
+`kept_original` (nothing improved on the original). The last two are loud:
+the printed result starts with NOT FORGOTTEN and the command exits with
+status 3 (mu_jax/cli.py) unless `allow_unmet`. If every attempt diverged
 without an undamaged check better than the original before it, the run ends
 with an error instead. Every decision goes into the report.
 """
@@ -75,6 +107,23 @@ DAMAGED = 'damaged'  # A check: retain or held-out accuracy fell too far.
 COLLAPSED = 'collapsed'  # An attempt whose last check was damaged.
 DIVERGED = 'diverged'  # NaN or infinite loss or weights.
 UNDER_FORGOT = 'under_forgot'  # Ran its course short of the target.
+OVER_FORGOT = 'over_forgot'  # Random: forget accuracy fell below held-out.
+
+# How the guarded run as a whole ended (report.json `guard.outcome`).
+OUTCOME_FORGOTTEN = 'forgotten'  # The kept model is at the target.
+OUTCOME_NOT_FORGOTTEN = 'not_forgotten'  # A better model, short of it.
+OUTCOME_KEPT_ORIGINAL = 'kept_original'  # Nothing improved on the original.
+UNMET = (OUTCOME_NOT_FORGOTTEN, OUTCOME_KEPT_ORIGINAL)
+
+# An attempt that covered less than this share of the way to the target
+# barely moved: the next one steps up by lr_factor squared, not lr_factor,
+# and it is not lengthened (a saturated softmax: NegGrad+ on a confident
+# model, forget cross-entropy 0.003).
+_MOVED = 0.1
+
+# Forward passes cost about a third of a training step (forward, backward,
+# update) per image: what a check costs in steps of the budget.
+FORWARD_SHARE = 1.0 / 3.0
 
 
 def guard_config() -> ml_collections.ConfigDict:
@@ -84,9 +133,9 @@ def guard_config() -> ml_collections.ConfigDict:
   # Checks per epoch in epochs of a single phase (plus the epoch's end);
   # epochs of several phases (e.g. SCRUB's max then min) are checked at
   # their end only, where the repair phase has run.
-  config.checks_per_epoch = 4
-  config.forget_samples = 1000  # Forget-set subsample measured per check.
-  config.retain_samples = 1000  # Retain-set subsample measured per check.
+  config.checks_per_epoch = 2
+  config.forget_samples = 500  # Forget-set subsample measured per check.
+  config.retain_samples = 500  # Retain-set subsample measured per check.
   # Damage: points below the original's retain accuracy ...
   config.max_retain_drop = 10.0
   # ... or below its held-out (validation) accuracy ...
@@ -95,17 +144,67 @@ def guard_config() -> ml_collections.ConfigDict:
   config.noise_z = 1.0
   # Class-wise: forget accuracy (%) at or below which a class is forgotten.
   config.class_wise_target = 2.0
-  # Random: forgotten once forget accuracy has come this fraction of the
-  # way from the original's to the original's held-out accuracy.
-  config.random_progress = 0.5
-  config.max_attempts = 3  # Runs of the method, the first included.
+  # Random: forgotten while forget and held-out accuracy differ by at most
+  # this many standard errors (two-sided; 2.576 = a 1 % error rate).
+  config.target_z = 2.576
+  # All attempts and checks together cost at most this fraction of the
+  # retrain's optimizer steps (0 = no budget: max_attempts alone limits).
+  config.budget = 0.25
+  config.max_attempts = 6  # Runs of the method, the first included.
   config.lr_factor = 2.0  # Step-size change between attempts.
+  # An attempt of fewer optimizer steps that forgot too little is run again
+  # twice as long (before its step size is raised).
+  config.min_steps = 30
+  # Checks are spaced so that they cost at most this share of an attempt's
+  # optimizer steps (a check costs its forward passes; the last step of an
+  # attempt is always checked).
+  config.check_share = 0.25
+  # True: a run that did not reach the target exits 0, not 3.
+  config.allow_unmet = False
   return config
+
+
+def check_config(config: ml_collections.ConfigDict):
+  """Raises a ConfigError for guard settings out of range (NaN included)."""
+
+  def bad(name, value, rule):
+    raise errors.ConfigError(f'guard.{name}={value} must be {rule} '
+                             f'(--config.guard.{name}=...)')
+
+  def number(name):
+    value = config[name]
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+      bad(name, value, 'a finite number')
+    return value
+
+  if number('max_attempts') < 1 or int(config.max_attempts) != (
+      config.max_attempts):
+    bad('max_attempts', config.max_attempts, 'a whole number >= 1')
+  if number('lr_factor') <= 1.0:
+    bad('lr_factor', config.lr_factor, '> 1')
+  if number('checks_per_epoch') < 1:
+    bad('checks_per_epoch', config.checks_per_epoch, '>= 1')
+  for name in ('forget_samples', 'retain_samples'):
+    if number(name) < 1:
+      bad(name, config[name], '>= 1')
+  for name in ('max_retain_drop', 'max_val_drop', 'noise_z', 'target_z',
+               'budget', 'min_steps'):
+    if number(name) < 0:
+      bad(name, config[name], '>= 0')
+  if not 0.0 < number('check_share') <= 1.0:
+    bad('check_share', config.check_share, 'in (0, 1]')
+  if not 0.0 <= number('class_wise_target') < 100.0:
+    bad('class_wise_target', config.class_wise_target, 'in [0, 100)')
 
 
 @dataclasses.dataclass
 class Check:
-  """One measurement of the model during a run (accuracies in percent)."""
+  """One measurement of the model during a run (accuracies in percent).
+
+  `gap` (random mode) is forget minus held-out accuracy and `gap_error` its
+  standard error; `target` says where the check stands: 'at', 'under' (forgot too little)
+  or 'over' (forgot too much).
+  """
   attempt: int  # 0 = the baseline (the original model).
   epoch: float  # Epochs completed (fractional within an epoch).
   step: int  # Optimizer steps done in this attempt.
@@ -113,6 +212,9 @@ class Check:
   retain_acc: float
   val_acc: float | None  # None without a validation set.
   damage: str = ''  # Why it is damaged ('' if it is not).
+  gap: float | None = None
+  gap_error: float | None = None
+  target: str = ''
 
 
 class Probe:
@@ -120,7 +222,8 @@ class Probe:
 
   Calling it on a TrainState returns {'forget', 'retain', 'val'}: bool
   arrays, one entry per example ('val' absent without a validation set);
-  `seconds` adds up the time spent measuring.
+  `seconds` adds up the time spent measuring, `examples` is the number of
+  images one call measures.
   """
 
   def __init__(self, images: np.ndarray, labels: np.ndarray,
@@ -136,6 +239,7 @@ class Probe:
       self._sets['val'] = (val_images[split.val], val_labels[split.val])
     self._eval = dict(mean=mean, std=std, mesh=mesh, batch_size=batch_size)
     self.has_val = bool(len(split.val))
+    self.examples = sum(len(y) for _, y in self._sets.values())
     self.seconds = 0.0
 
   def __call__(self, state) -> dict[str, np.ndarray]:
@@ -169,29 +273,42 @@ def paired_drop(before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
   return drop, 100.0 * float(np.sqrt(flips)) / n
 
 
+def accuracy_gap(first: np.ndarray, second: np.ndarray) -> tuple[float, float]:
+  """(accuracy of `first` minus that of `second`, its standard error), in
+  points, for two independent samples of per-example correctness.
+
+  The error is the unpooled one of a difference of two proportions,
+  sqrt(p1 (1 - p1) / n1 + p2 (1 - p2) / n2), with each proportion taken as
+  (right + 0.5) / (n + 1) so that a sample that is all right or all wrong
+  still has an error.
+  """
+  def rate(correct):
+    return (float(np.sum(correct)) + 0.5) / (len(correct) + 1.0)
+
+  p1, p2 = rate(first), rate(second)
+  # From integer counts, so that a gap of exactly one example does not
+  # depend on how a CPU rounds a difference of two means.
+  n1, n2 = len(first), len(second)
+  gap = 100.0 * float(int(np.sum(first)) * n2 - int(np.sum(second)) * n1) / (
+      n1 * n2)
+  error = 100.0 * math.sqrt(p1 * (1.0 - p1) / n1 + p2 * (1.0 - p2) / n2)
+  return gap, error
+
+
 class Guard:
   """Measures and judges checks; keeps the weights of the best one."""
 
   def __init__(self, config: ml_collections.ConfigDict, mode: str,
                probe: Probe):
-    if config.max_attempts < 1 or config.lr_factor <= 1.0:
-      raise errors.ConfigError(
-          f'guard.max_attempts={config.max_attempts} must be >= 1 and '
-          f'guard.lr_factor={config.lr_factor} > 1')
-    if config.checks_per_epoch < 1:
-      raise errors.ConfigError(
-          f'guard.checks_per_epoch={config.checks_per_epoch} must be >= 1')
-    if not 0.0 < config.random_progress <= 1.0:
-      raise errors.ConfigError(
-          f'guard.random_progress={config.random_progress} must be in (0, 1]')
+    check_config(config)
     self.config, self.mode, self.probe = config, mode, probe
     self.base_correct = None  # The original's per-example correctness.
     self.checks: list[Check] = []
     self.attempt = 0
-    self.target = self.ideal = None  # Forget accuracies; see `baseline`.
     self.best: Check | None = None
     self.best_weights: PyTree = None  # (params, model_state) of `best`.
     self.last_weights: PyTree = None  # Of the latest check.
+    self.base_weights: PyTree = None  # Of the baseline (the original).
     # The best forgotten check of the current attempt, and its weights.
     self.attempt_best: tuple[Check, PyTree] | None = None
 
@@ -199,52 +316,79 @@ class Guard:
     self.attempt, self.attempt_best = attempt, None
 
   def baseline(self, state) -> Check:
-    """Measures the original model (attempt 0) and sets the targets."""
+    """Measures the original model (attempt 0)."""
     if self.mode == 'random' and not self.probe.has_val:
       raise errors.ConfigError(
           'the guard rails of random forgetting compare forget accuracy with '
           'held-out accuracy and need a validation set: set '
           '--config.split.val_fraction > 0, or --config.guard.enabled=False')
     self.base_correct = self.probe(state)
-    base = Check(attempt=0, epoch=0, step=0,
-                 **_accuracies(self.base_correct))
+    return self._judged(Check(attempt=0, epoch=0, step=0,
+                              **_accuracies(self.base_correct)),
+                        self.base_correct, state)
+
+  def target_description(self) -> str:
     if self.mode == 'random':
-      self.ideal = base.val_acc
-      self.target = base.forget_acc - self.config.random_progress * (
-          base.forget_acc - base.val_acc)
-    else:
-      self.ideal, self.target = 0.0, self.config.class_wise_target
-    self.checks.append(base)
-    self._keep(base, state)
-    return base
+      return (f'forget accuracy within {self.config.target_z:g} standard '
+              "errors (and one example) of the original's held-out accuracy")
+    return f'forget accuracy at most {self.config.class_wise_target:g} %'
+
+  def _place(self, check: Check, correct: Mapping[str, np.ndarray]):
+    """Sets `check.target` (and the random mode's gap)."""
+    if self.mode != 'random':
+      check.target = ('at' if check.forget_acc <= self.config.class_wise_target
+                      else 'under')
+      return
+    check.gap, check.gap_error = accuracy_gap(correct['forget'],
+                                              self.base_correct['val'])
+    window = self.window(check.gap_error, len(correct['forget']))
+    check.target = ('under' if check.gap > window else
+                    'over' if check.gap < -window else 'at')
+
+  def window(self, error: float, forget_examples: int) -> float:
+    """Random mode: how far (points) a forget-set measure may be from the
+    reference and still be at the target: `target_z` standard errors plus
+    one example, so that a single example never decides."""
+    return self.config.target_z * error + 100.0 / forget_examples
 
   def forgotten(self, check: Check) -> bool:
-    return not check.damage and check.forget_acc <= self.target
+    return not check.damage and check.target == 'at'
 
   def score(self, check: Check) -> float:
     """An oracle-free estimate of the Avg. Gap (x4); lower is better.
 
-    Retrain's forget accuracy is estimated by `ideal`, its retain and
-    held-out accuracy by the original's; the forget term counts twice, for
-    UA and for MIA-efficacy, which moves with it.
+    Retrain's forget accuracy is estimated by the original's held-out
+    accuracy (random) or 0 (class-wise), its retain and held-out accuracy
+    by the original's; the forget term counts twice, for UA and for
+    MIA-efficacy, which moves with it. In random mode only the distance
+    beyond the target's window counts: within it the estimate cannot tell
+    checks apart, and the one that lost least is the better.
     """
     base = self.checks[0]
     lost = max(base.retain_acc - check.retain_acc, 0.0)
     if check.val_acc is not None:
       lost += max(base.val_acc - check.val_acc, 0.0)
-    return 2.0 * abs(check.forget_acc - self.ideal) + lost
+    return 2.0 * self.distance(check, beyond_window=True) + lost
 
   def _keep(self, check: Check, state):
     weights = jax.tree.map(jnp.copy, (state.params, state.model_state))
     self.last_weights = weights
+    if check.attempt == 0:
+      self.base_weights = weights
     # On a tie the later check wins: it is what the method ran to.
     if not check.damage and (self.best is None or
                              self.score(check) <= self.score(self.best)):
       self.best, self.best_weights = check, weights
-    if self.forgotten(check) and (
+    if check.attempt and self.forgotten(check) and (
         self.attempt_best is None or
         self.score(check) <= self.score(self.attempt_best[0])):
       self.attempt_best = check, weights
+
+  def _judged(self, check: Check, correct, state) -> Check:
+    self._place(check, correct)
+    self.checks.append(check)
+    self._keep(check, state)
+    return check
 
   def measure(self, state, *, epoch: float, step: int) -> Check:
     """Measures and judges `state`; a real copy of its weights is kept.
@@ -260,13 +404,54 @@ class Guard:
       if key not in correct:
         continue
       drop, error = paired_drop(self.base_correct[key], correct[key])
-      if drop - c.noise_z * error > limit:
+      # In examples, with one of slack, so that a single example never
+      # decides (and no float rounding does).
+      n = len(correct[key])
+      lost = int(np.sum(self.base_correct[key])) - int(np.sum(correct[key]))
+      if lost - 1 - c.noise_z * error * n / 100.0 > limit * n / 100.0:
         check.damage = (f'{name} accuracy fell {drop:.1f} +- {error:.1f} '
                         f'points, more than {limit:g}')
         break
-    self.checks.append(check)
-    self._keep(check, state)
-    return check
+    return self._judged(check, correct, state)
+
+  def distance(self, check: Check, beyond_window: bool = False) -> float:
+    """How far forget accuracy is from the ideal (points): class-wise the
+    accuracy, random the gap (optionally only what lies beyond the target's
+    window)."""
+    if self.mode != 'random':
+      return check.forget_acc
+    window = (self.window(check.gap_error, len(self.base_correct['forget']))
+              if beyond_window else 0.0)
+    return max(0.0, abs(check.gap) - window)
+
+  def progress(self) -> float:
+    """The share of the original's distance to the ideal that the current
+    attempt's best check covered (0: it never moved)."""
+    checks = [c for c in self.checks if c.attempt == self.attempt]
+    start = self.distance(self.checks[0])
+    if not checks or start <= 0:
+      return 0.0
+    return max(0.0, 1.0 - min(self.distance(c) for c in checks) / start)
+
+  def still_forgetting(self) -> bool:
+    """Whether the current attempt was still forgetting when it ended: its
+    last check is its closest to the ideal, and it covered at least
+    `_MOVED` of the way (a run that barely moved is not)."""
+    checks = [c for c in self.checks if c.attempt == self.attempt]
+    return (bool(checks) and self.progress() >= _MOVED
+            and self.distance(checks[-1]) <= min(self.distance(c)
+                                                  for c in checks))
+
+  def resolution(self) -> dict[str, Any]:
+    """How finely the checks resolve: examples and one example in points."""
+    sizes = {key: len(v) for key, v in self.base_correct.items()}
+    return {'examples': sizes,
+            'one_example_points': {k: 100.0 / n for k, n in sizes.items()},
+            # The smallest held-out drop that can count as damage: the
+            # limit plus one example (with no churn, so a zero error).
+            'smallest_damaging_val_drop': (
+                self.config.max_val_drop + 100.0 / sizes['val']
+                if 'val' in sizes else None)}
 
 
 def _next_scale(scale: float, outcome: str, low: float | None,
@@ -274,8 +459,8 @@ def _next_scale(scale: float, outcome: str, low: float | None,
   """The next attempt's lr scale, and the updated (low, high) bracket.
 
   `low` is the largest scale that forgot too little, `high` the smallest
-  that collapsed or diverged; between the two the search bisects
-  geometrically.
+  that collapsed, over-forgot or diverged; between the two the search
+  bisects geometrically.
   """
   if outcome == UNDER_FORGOT:
     low = scale if low is None else max(low, scale)
@@ -285,6 +470,13 @@ def _next_scale(scale: float, outcome: str, low: float | None,
     return math.sqrt(low * high), low, high
   return (scale * factor if outcome == UNDER_FORGOT else scale / factor,
           low, high)
+
+
+@dataclasses.dataclass(frozen=True)
+class Attempt:
+  """The settings of one run of the method."""
+  lr_scale: float  # Times the configured learning rate.
+  epochs: int  # The run's length.
 
 
 @dataclasses.dataclass
@@ -307,20 +499,54 @@ class Outcome:
   report: dict
 
 
+def _spaced(points, spacing: float) -> frozenset[int]:
+  """The check points at least `spacing` steps after the previous one kept
+  (the first counted from step 0), and the last point always."""
+  kept, last = [], 0
+  for point in sorted(points):
+    if point - last >= spacing:
+      kept.append(point)
+      last = point
+  if points:
+    kept.append(max(points))
+  return frozenset(kept)
+
+
 def _judge_attempt(guard: Guard) -> tuple[str, str]:
   """(outcome, reason) of the attempt whose last check was just taken."""
   last = guard.checks[-1]
   if last.damage:
     return COLLAPSED, last.damage
-  if guard.forgotten(last):
-    return FORGOTTEN, (f'forget accuracy {last.forget_acc:.1f} reached the '
-                       f'target {guard.target:.1f}')
-  return UNDER_FORGOT, (f'forget accuracy {last.forget_acc:.1f} ended above '
-                        f'the target {guard.target:.1f}')
+  where = (f'forget accuracy {last.forget_acc:.1f}' +
+           (f' vs held-out {guard.checks[0].val_acc:.1f} ('
+            f'{last.gap:+.1f} +- '
+            f'{last.gap_error:.1f})' if last.gap is not None else ''))
+  if last.target == 'at':
+    return FORGOTTEN, f'{where}: at the target'
+  if last.target == 'over':
+    return OVER_FORGOT, f'{where}: forgot more than unseen data'
+  return UNDER_FORGOT, f'{where}: short of the target'
+
+
+class _Budget:
+  """Optimizer steps (and checks, at their cost) spent against a limit."""
+
+  def __init__(self, limit: float | None, check_cost: float):
+    self.limit, self.check_cost, self.spent = limit, check_cost, 0.0
+
+  def cost(self, steps: int, checks: int) -> float:
+    return steps + checks * self.check_cost
+
+  def fits(self, steps: int, checks: int) -> bool:
+    return self.limit is None or (self.spent + self.cost(steps, checks)
+                                  <= self.limit)
 
 
 def run(config: ml_collections.ConfigDict, mode: str, probe: Probe,
-        original, run_attempt: Callable[..., train.Result]) -> Outcome:
+        original, run_attempt: Callable[[Attempt, Any], train.Result], *,
+        epochs: int, plan: Callable[[int], tuple[int, int]],
+        budget_steps: float | None = None, check_steps: float = 0.0
+        ) -> Outcome:
   """Runs a method under the guard rails.
 
   Args:
@@ -329,10 +555,18 @@ def run(config: ml_collections.ConfigDict, mode: str, probe: Probe,
     probe: measures a model.
     original: the original model's TrainState (its weights are the
       baseline and every attempt's start).
-    run_attempt: `(lr_scale, monitor) -> train.Result`: one run of the
+    run_attempt: `(Attempt, monitor) -> train.Result`: one run of the
       method from the original model with its learning rate times
-      `lr_scale`, calling `monitor` at the check points (`train.run`'s
-      `monitor` argument).
+      `lr_scale` for `epochs` epochs, calling `monitor` at the check points
+      (`train.run`'s `monitor` argument).
+    epochs: the configured length of a run.
+    plan: `epochs -> (optimizer steps, check points)` of a run that long:
+      the steps (counted from 1) after which the driver calls the monitor;
+      the guard measures at those at least `check_steps / check_share`
+      apart, and at the last.
+    budget_steps: the most optimizer steps all attempts and checks may cost
+      (`config.budget` times the retrain's steps); None for no limit.
+    check_steps: what one check costs, in optimizer steps.
 
   Returns:
     An `Outcome`.
@@ -343,25 +577,41 @@ def run(config: ml_collections.ConfigDict, mode: str, probe: Probe,
   """
   guard = Guard(config, mode, probe)
   start = time.perf_counter()
+  budget = _Budget(budget_steps, check_steps)
+  # Checks at least this many steps apart (and at the end), so that they
+  # cost at most `check_share` of an attempt's steps.
+  spacing = check_steps / config.check_share
   base = guard.baseline(original)
+  budget.spent += budget.cost(0, 1)
   attempts, results = [], {}
   compile_seconds = 0.0
-  scale, low, high = 1.0, None, None
-  kept = None
-  if base.forget_acc <= guard.target:
-    kept, verdict = base, (
-        f'kept the original model: its forget accuracy {base.forget_acc:.1f} '
-        f'is already at the target {guard.target:.1f}')
-  while kept is None and len(attempts) < config.max_attempts:
+  settings, low, high = Attempt(1.0, int(epochs)), None, None
+  # The first attempt runs even when the original is at the target already
+  # (a model that generalises): the method is what was asked for, and the
+  # original is kept only if no check does better.
+  kept, stopped = None, ''
+  while kept is None:
+    if len(attempts) >= config.max_attempts:
+      stopped = f'the {config.max_attempts} attempts allowed were run'
+      break
+    steps, points = plan(settings.epochs)
+    looks = _spaced(points, spacing)
+    if attempts and not budget.fits(steps, len(looks)):
+      stopped = (f'attempt {len(attempts) + 1} (lr x{settings.lr_scale:.3g}'
+                 f', {settings.epochs} epochs) would exceed the budget')
+      break
     guard.start_attempt(len(attempts) + 1)
 
-    def monitor(epoch, step, state, method_state):
+    def monitor(epoch, step, state, method_state, looks=looks):
       del method_state  # Only the model is measured.
-      guard.measure(state, epoch=epoch, step=step)
+      if step in looks:
+        guard.measure(state, epoch=epoch, step=step)
 
-    record = {'attempt': guard.attempt, 'lr_scale': scale}
+    record = {'attempt': guard.attempt, 'lr_scale': settings.lr_scale,
+              'epochs': settings.epochs, 'steps': steps}
+    checks_before = len(guard.checks)
     try:
-      result = run_attempt(scale, monitor)
+      result = run_attempt(settings, monitor)
       results[guard.attempt] = result
       compile_seconds += result.compile_seconds
       if guard.checks[-1].attempt != guard.attempt:  # A plan of no steps.
@@ -370,24 +620,42 @@ def run(config: ml_collections.ConfigDict, mode: str, probe: Probe,
     except train.DivergenceError as e:
       compile_seconds += e.compile_seconds
       outcome, reason = DIVERGED, str(e)
+    budget.spent += budget.cost(steps, len(guard.checks) - checks_before)
     record.update(outcome=outcome, reason=reason)
     attempts.append(record)
-    logging.info('guard: attempt %d (lr x%.3g): %s: %s', guard.attempt, scale,
-                 outcome, reason)
+    logging.info('guard: attempt %d (lr x%.3g, %d epochs): %s: %s',
+                 guard.attempt, settings.lr_scale, settings.epochs, outcome,
+                 reason)
     if outcome == FORGOTTEN:
       kept, weights = guard.checks[-1], guard.last_weights
-      verdict = (f'kept the end of attempt {guard.attempt} (lr x'
-                 f'{scale:.3g})')
+      verdict = f'kept the end of attempt {guard.attempt}'
     elif guard.attempt_best is not None:
-      # Forgotten undamaged earlier in this run: rewind there (SCRUB+R).
+      # At the target undamaged earlier in this run: rewind there (SCRUB+R).
       kept, weights = guard.attempt_best
       record['rewound_to'] = {'epoch': kept.epoch, 'step': kept.step}
-      verdict = (f'rewound attempt {guard.attempt} (lr x{scale:.3g}) to '
-                 f'epoch {kept.epoch:.3g}, step {kept.step}, where it was '
-                 'forgotten undamaged')
+      verdict = (f'rewound attempt {guard.attempt} to epoch '
+                 f'{kept.epoch:.3g}, step {kept.step}, where it was at the '
+                 'target undamaged')
+    elif (outcome == UNDER_FORGOT and steps < config.min_steps
+          and guard.still_forgetting()):
+      # Too short to forget, and still forgetting when it ended: run longer
+      # before stepping harder.
+      settings, low, high = Attempt(settings.lr_scale,
+                                    2 * settings.epochs), None, None
     else:
-      scale, low, high = _next_scale(scale, outcome, low, high,
-                                     config.lr_factor)
+      factor = config.lr_factor
+      if outcome == UNDER_FORGOT and guard.progress() < _MOVED:
+        factor = factor ** 2  # It barely moved: a bigger step up.
+      scale, low, high = _next_scale(settings.lr_scale, outcome, low, high,
+                                     factor)
+      settings = Attempt(scale, settings.epochs)
+  if (kept is not None and guard.forgotten(base)
+      and guard.score(base) < guard.score(kept)):
+    # The original generalised already (at the target) and the method only
+    # cost accuracy on the way: hand on the original.
+    kept, weights = base, guard.base_weights
+    verdict = ('kept the original model: it was at the target already and '
+               'lost less than the attempt at the target')
   if (kept is None and attempts and
       guard.score(guard.best) >= guard.score(base) and
       all(a['outcome'] == DIVERGED for a in attempts)):
@@ -401,13 +669,18 @@ def run(config: ml_collections.ConfigDict, mode: str, probe: Probe,
         '--config.method.optim.lr)')
   if kept is None:  # No attempt was forgotten: rewind to the best check.
     kept, weights = guard.best, guard.best_weights
-    verdict = ('kept the original model: no attempt improved on it '
-               'undamaged' if kept.attempt == 0 else
-               f'rewound to attempt {kept.attempt} (lr x'
-               f'{attempts[kept.attempt - 1]["lr_scale"]:.3g}) at epoch '
+    verdict = (('kept the original model: it was at the target already and '
+                'no attempt did better' if guard.forgotten(kept) else
+                'kept the original model: no attempt improved on it '
+                'undamaged') if kept.attempt == 0 else
+               f'rewound to attempt {kept.attempt} at epoch '
                f'{kept.epoch:.3g}, step {kept.step}, its best check')
-  elif kept is base:
-    weights = guard.best_weights
+  if guard.forgotten(kept):
+    result_outcome = OUTCOME_FORGOTTEN
+  elif kept.attempt == 0:
+    result_outcome = OUTCOME_KEPT_ORIGINAL
+  else:
+    result_outcome = OUTCOME_NOT_FORGOTTEN
   # Compilation is reported apart, as for an unguarded run.
   seconds = time.perf_counter() - start - compile_seconds
   params, model_state = weights
@@ -415,13 +688,30 @@ def run(config: ml_collections.ConfigDict, mode: str, probe: Probe,
   # Acted unless the first attempt, as configured, was kept as it ended.
   acted = not (kept.attempt == 1 and len(attempts) == 1
                and attempts[0]['outcome'] == FORGOTTEN)
-  summary = f'guard: {verdict}; ' + '; '.join(
-      f"attempt {a['attempt']} (lr x{a['lr_scale']:.3g}) {a['outcome']}"
-      for a in attempts) + ('' if acted else ' (no action needed)')
+  summary = '; '.join(
+      [f'guard: {verdict}'] +
+      [f"attempt {a['attempt']} (lr x{a['lr_scale']:.3g}, {a['epochs']} "
+       f"epochs) {a['outcome']}" for a in attempts]) + (
+           '' if acted else ' (no action needed)') + (
+               f'; stopped: {stopped}' if stopped and result_outcome in UNMET
+               else '')
+  if result_outcome in UNMET:
+    what = ('kept the original model' if result_outcome ==
+            OUTCOME_KEPT_ORIGINAL else 'the kept model is short of the target')
+    headline = (f'NOT FORGOTTEN: {what} ({guard.target_description()}; '
+                f'forget accuracy {kept.forget_acc:.1f}' +
+                (f', held-out {kept.val_acc:.1f}' if kept.val_acc is not None
+                 else '') + ')')
+  else:
+    headline = ''
   logging.info('%s', summary)
   report = {
-      'enabled': True, 'mode': mode, 'acted': acted, 'summary': summary,
-      'target_forget_acc': guard.target, 'ideal_forget_acc': guard.ideal,
+      'enabled': True, 'mode': mode, 'outcome': result_outcome,
+      'headline': headline, 'acted': acted, 'summary': summary,
+      'target': guard.target_description(),
+      'budget': {'limit_steps': budget_steps, 'spent_steps': budget.spent,
+                 'check_steps': check_steps, 'stopped': stopped},
+      'resolution': guard.resolution(),
       'config': config.to_dict(),
       'baseline': dataclasses.asdict(base),
       'attempts': attempts,

@@ -6,8 +6,10 @@ the Adam moments (L2, not AdamW); `optax.add_decayed_weights` placed first in
 the chain does exactly that (`torch.optim.SGD` / `torch.optim.Adam` docs).
 """
 
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -74,6 +76,43 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
   if weight_decay:
     return optax.chain(optax.add_decayed_weights(weight_decay), opt)
   return opt
+
+
+class LrScaleState(NamedTuple):
+  """The state of `lr_scale`: the factor, a float32 scalar."""
+  scale: jax.Array
+
+
+def lr_scale() -> optax.GradientTransformation:
+  """Multiplies the final updates by a factor held in the optimizer state.
+
+  Placed last in a chain of SGD (momentum included, PyTorch's semantics) or
+  Adam, it is exactly a learning-rate change: both make the update `-lr *
+  direction` with a direction that does not depend on lr. Because the
+  factor is state, not a constant of the program, runs that differ only in
+  their learning rate (the guard rails' attempts) share one compiled step;
+  `set_lr_scale` sets it. It starts at 1.0, which leaves every update
+  bit-identical to the chain without it.
+  """
+
+  def init(params):
+    del params
+    return LrScaleState(jnp.ones((), jnp.float32))
+
+  def update(updates, state, params=None):
+    del params
+    return jax.tree.map(lambda u: u * state.scale.astype(u.dtype),
+                        updates), state
+
+  return optax.GradientTransformation(init, update)
+
+
+def set_lr_scale(opt_state, scale: float):
+  """`opt_state` with every `lr_scale` factor in it set to `scale`."""
+  return jax.tree.map(
+      lambda s: (LrScaleState(jnp.full_like(s.scale, scale))
+                 if isinstance(s, LrScaleState) else s),
+      opt_state, is_leaf=lambda s: isinstance(s, LrScaleState))
 
 
 def per_part(transforms: Mapping[str, optax.GradientTransformation]

@@ -283,9 +283,33 @@ def end_process(status: int, wait_for_others: bool = True) -> None:
   os._exit(status)  # pylint: disable=protected-access
 
 
+def _devices() -> list[jax.Device]:
+  """jax.devices(), with a backend that cannot start as a ConfigError.
+
+  JAX starts its backends on first use. A platform named in JAX_PLATFORMS
+  (or jax_platforms) that this machine lacks fails there: with an
+  AssertionError and no message for 'cuda' without a visible NVIDIA GPU,
+  with a RuntimeError for one whose library is missing or unknown.
+  """
+  try:
+    return jax.devices()
+  except (AssertionError, RuntimeError) as e:
+    platforms = jax.config.jax_platforms
+    if not platforms:
+      raise  # JAX chose the backend itself: not the user's setting.
+    # JAX's own advice (set JAX_PLATFORMS='') is replaced by ours.
+    reason = (str(e).split(' (set JAX_PLATFORMS')[0].strip()
+              or 'no device of that kind is visible')
+    raise errors.ConfigError(
+        f'JAX_PLATFORMS={platforms!r}: no such backend on this machine '
+        f'({reason}); unset JAX_PLATFORMS (or set it to cpu) to use the '
+        'devices this machine has, or install the backend (jax[cuda12] for '
+        'an NVIDIA GPU, jax[tpu] for a TPU)') from e
+
+
 def make_mesh(num_devices: int = 0) -> jax.sharding.Mesh:
   """A 1-D mesh over the first `num_devices` devices (0 = all)."""
-  devices = jax.devices()
+  devices = _devices()
   if num_devices < 0:
     raise errors.ConfigError(f'--config.mesh.num_devices={num_devices}: use 0 '
                              'for all devices or a positive count')

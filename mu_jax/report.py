@@ -83,6 +83,38 @@ def write_json(path: str, payload: Mapping[str, Any]):
     raise error from e
 
 
+# What a file system takes when it cannot say (POSIX's usual limits).
+_NAME_MAX, _PATH_MAX = 255, 4096
+
+
+def _check_name_lengths(path: str, target: str, probe: str, flag: str,
+                        fix: str) -> None:
+  """Refuses a folder name too long to create (ENAMETOOLONG).
+
+  Else the run would fail at its first write under `path`, after training.
+  The limits are those of `probe`'s file system (the nearest existing folder).
+  """
+  try:
+    name_max = os.pathconf(probe, 'PC_NAME_MAX')
+    path_max = os.pathconf(probe, 'PC_PATH_MAX')
+  except (OSError, ValueError):  # Not on this platform or file system.
+    name_max, path_max = _NAME_MAX, _PATH_MAX
+  longest = max(target.split(os.sep), key=lambda n: len(os.fsencode(n)))
+  size = len(os.fsencode(longest))
+  if size > name_max:
+    raise errors.FileSystemError(
+        f'{flag} {path}: the folder name {longest[:20]}... is {size} bytes '
+        f'long, more than the {name_max} its file system allows; {fix}',
+        errno.ENAMETOOLONG)
+  # The files mu_jax writes under the folder add their names to the path.
+  room = path_max - _NAME_MAX
+  if len(os.fsencode(target)) > room:
+    raise errors.FileSystemError(
+        f'{flag} {path}: the path is {len(os.fsencode(target))} bytes long; '
+        f'its file system allows {path_max} for the files under it, so keep '
+        f'it under {room}; {fix}', errno.ENAMETOOLONG)
+
+
 def check_output_folder(path: str, flag: str) -> None:
   """Refuses, up front, an output folder that could not be written.
 
@@ -93,14 +125,16 @@ def check_output_folder(path: str, flag: str) -> None:
     flag: the flag that named it, for the message (e.g. '--workdir').
 
   Raises:
-    errors.FileSystemError: `path` or a parent is a file, or the nearest
-      existing folder is read-only, not writable or on a full device.
+    errors.FileSystemError: `path` or a parent is a file, a folder name in
+      it is longer than its file system allows, or the nearest existing
+      folder is read-only, not writable or on a full device.
   """
   target = os.path.abspath(path)
   probe = target
   while not os.path.exists(probe) and os.path.dirname(probe) != probe:
     probe = os.path.dirname(probe)
   fix = f'choose another {flag}'
+  _check_name_lengths(path, target, probe, flag, fix)
   if not os.path.isdir(probe):
     what = 'it is' if probe == target else f'{probe} is'
     raise errors.FileSystemError(
@@ -206,6 +240,12 @@ def experiment(config, dataset, split, *, workdir: str, method: str,
           'retrain_resumed_from_epoch': retrain.get('resumed_from_epoch'),
           'unlearn_seconds': unlearned['seconds'],
           'unlearn_compile_seconds': unlearned['compile_seconds'],
+          # Unlearning's wall time (guard rails and compilation included)
+          # over the retrain's: what unlearning saves (the guard's budget
+          # is a quarter of the retrain's steps).
+          'unlearn_share_of_retrain': (
+              (unlearned['seconds'] + (unlearned['compile_seconds'] or 0.0))
+              / retrain['seconds'] if retrain['seconds'] else None),
           'simclr_pretrain_seconds': simclr_info and simclr_info['seconds'],
           'eval_seconds': seconds['eval'],
           'total_seconds': seconds['total']},
@@ -222,8 +262,12 @@ def experiment(config, dataset, split, *, workdir: str, method: str,
        label: rows['unlearned']},
       {'original': original['seconds'], 'retrain': retrain['seconds'],
        label: unlearned['seconds']})
-  if unlearned['guard'].get('summary'):
-    table += '\n' + unlearned['guard']['summary']
+  guard = unlearned['guard']
+  if guard.get('summary'):
+    table += '\n' + guard['summary']
+  if guard.get('headline'):
+    # A run that did not forget says so first (mu_jax/guard.py, `UNMET`).
+    table = guard['headline'] + '\n' + table
   if quality:
     table += (f"\nforgetting quality over {quality['models']} unlearned and "
               f"{quality['models']} retrained models: F = "

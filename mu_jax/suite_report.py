@@ -18,6 +18,7 @@ import numpy as np
 from absl import logging
 
 from mu_jax import data as data_lib
+from mu_jax import guard
 from mu_jax import parallel
 from mu_jax import plots
 from mu_jax import report
@@ -256,6 +257,12 @@ def write(workdir: str, *, config: ml_collections.ConfigDict,
         elif cell.get('guard', {}).get('acted'):
           guarded.append({'mode': mode, 'seed': cell['seed'], 'model': model,
                           'summary': cell['guard']['summary']})
+    unmet = _unmet(cells[mode], order)
+    if unmet:
+      # Not ordinary numbers: the guard rails did not reach the target.
+      tables[mode] += ('\n\nNOT FORGOTTEN (the guard rails did not reach '
+                       'the target; these seeds are in the means above): '
+                       + '; '.join(unmet))
   plot_start = time.perf_counter()
   if config.suite.plots and parallel.is_main_process():  # It writes them.
     for mode in modes:
@@ -284,6 +291,21 @@ def write(workdir: str, *, config: ml_collections.ConfigDict,
   report.write_json(os.path.join(workdir, 'report.json'), payload)
   _write_markdown(os.path.join(workdir, 'results.md'), payload)
   return payload
+
+
+def _unmet(mode_cells: Mapping[str, list], order) -> list[str]:
+  """'FT: seeds 0, 2 (kept_original)' for each model with cells whose
+  guard outcome is short of the target (`guard.UNMET`)."""
+  out = []
+  for model in order:
+    bad = [c for c in mode_cells.get(model, [])
+           if c.get('guard', {}).get('outcome') in guard.UNMET]
+    if bad:
+      out.append(f"{LABELS.get(model, model)}: seed" +
+                 ('s ' if len(bad) > 1 else ' ') +
+                 ', '.join(f"{c['seed']} ({c['guard']['outcome']})"
+                           for c in bad))
+  return out
 
 
 def _write_markdown(path: str, payload: Mapping[str, Any]):

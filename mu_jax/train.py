@@ -257,7 +257,7 @@ def run(method: base.Method, state, data: Mapping[str, SplitData], *,
         monitor: Callable[[float, int, Any, Any], None] | None = None,
         checks_per_epoch: int = 1,
         log_metrics: Callable[[int, Mapping[str, float]], None] | None = None,
-        ) -> Result:
+        compile_cache: dict | None = None) -> Result:
   """Runs `method` for `epochs` epochs starting from `state`.
 
   Args:
@@ -288,6 +288,11 @@ def run(method: base.Method, state, data: Mapping[str, SplitData], *,
       It must not keep `state`'s buffers: the next step donates them.
     checks_per_epoch: see `check_points`.
     log_metrics: see `Run`.
+    compile_cache: a dict shared by runs of the same method (the guard
+      rails' attempts): a program compiled for one run is reused by the
+      next whose state, batches and optimizer have the same structure,
+      shapes and static fields (e.g. a learning rate held in the optimizer
+      state, `optim.lr_scale`), instead of compiled again.
 
   Returns:
     A `Result`.
@@ -299,7 +304,8 @@ def run(method: base.Method, state, data: Mapping[str, SplitData], *,
   return _Loop(method, [Run(state, data, seed, checkpointer,
                             checkpoint_meta, log_metrics)],
                epochs=epochs, batch_size=batch_size, prep=prep, mesh=mesh,
-               desc=desc).train(on_epoch_end=on_epoch_end,
+               desc=desc, compile_cache=compile_cache).train(
+                   on_epoch_end=on_epoch_end,
                                 on_step_end=on_step_end,
                                 every_steps=every_steps, monitor=monitor,
                                 checks_per_epoch=checks_per_epoch)[0]
@@ -340,8 +346,10 @@ class _Loop:
 
   def __init__(self, method: base.Method, runs: Sequence[Run], *,
                epochs: int, batch_size: Mapping[str, int],
-               prep: Preprocessing, mesh, desc: str):
+               prep: Preprocessing, mesh, desc: str,
+               compile_cache: dict | None = None):
     self.method, self.runs, self.epochs = method, list(runs), epochs
+    self.compile_cache = {} if compile_cache is None else compile_cache
     self.batch_size, self.prep, self.mesh, self.desc = (batch_size, prep,
                                                         mesh, desc)
     self.group = len(self.runs) > 1
@@ -434,8 +442,11 @@ class _Loop:
                                     self.prep, self.mesh):
         if program is None or batch['image'].shape != rows:
           rows = batch['image'].shape
-          program = jax.jit(frozen, out_shardings=parallel.replicated(
-              self.mesh)).lower(state, method_state, batch['image']).compile()
+          program = self._cached(
+              ('frozen', state, method_state, batch['image']),
+              lambda: jax.jit(frozen, out_shardings=parallel.replicated(
+                  self.mesh)).lower(state, method_state,
+                                    batch['image']).compile())
         outputs.append(parallel.to_host(program(state, method_state,
                                                 batch['image'])))
       n = len(data[split]['label'])
@@ -470,10 +481,22 @@ class _Loop:
           (*lead, self.batch_size[s], *v.shape[1:]), v.dtype,
           sharding=self.batch_sharding)
                      for k, v in data[s].items()} for s in phase.splits}
-      steps[name] = _compiled_steps(
-          phase, self.prep, self.mesh,
-          (state, method_state, example, loop_rng, jnp.int32(0)), self.group)
+      args = (state, method_state, example, loop_rng, jnp.int32(0))
+      steps[name] = self._cached(
+          (name, *args), lambda phase=phase, args=args: _compiled_steps(
+              phase, self.prep, self.mesh, args, self.group))
     return steps
+
+  def _cached(self, key_tree, compile_fn):
+    """`compile_fn()`, or what it returned for arguments of the same
+    structure, shapes, dtypes and static fields (`compile_cache`)."""
+    leaves, treedef = jax.tree.flatten(key_tree)
+    key = (treedef, tuple(
+        leaf if isinstance(leaf, str) else
+        (tuple(leaf.shape), str(leaf.dtype)) for leaf in leaves))
+    if key not in self.compile_cache:
+      self.compile_cache[key] = compile_fn()
+    return self.compile_cache[key]
 
   def _accumulate(self, pending, sums, counts):
     step, phase_name, metrics = pending

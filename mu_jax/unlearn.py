@@ -8,10 +8,10 @@ takes a self-supervised term, then runs the method from the original model
 under the guard rails (mu_jax/guard.py) unless they are disabled.
 """
 
-import copy
 from typing import Any, Callable
 
 import numpy as np
+import optax
 from absl import logging
 
 from mu_jax import augmentation
@@ -61,33 +61,70 @@ def run_method(exp: Experiment, original, data, split: splits_lib.Split,
       batch_size['forget'], len(data['forget']['label']), exp.mesh)
   ctx = exp.context(data, batch_size, config.epochs, simclr, feature_augment)
   method = module.make(config, ctx)
-  steps_per_epoch = sum(n for _, n in method.plan(0))
   guard_config = exp.config.guard
-
+  # One optimizer per length (a schedule that spans the run changes with
+  # it), its learning rate scaled at run time (`optim.lr_scale`): attempts
+  # of the guard rails then share one compiled program per phase, and per
+  # setting of the method's balance knob (`base.Balance`), which the
+  # guard's strength moves with the learning rate.
+  steps_per_epoch = sum(n for _, n in method.plan(0))
+  balance = getattr(module, 'BALANCE', None)
+  optimizers = {}
+  built = {1.0: (method, {})}  # Knob strength -> (method, compile cache).
   attempts = []  # One event log per run of the method.
 
-  def run_attempt(lr_scale: float, monitor=None) -> train.Result:
-    optim_config = copy.deepcopy(config.optim)
-    optim_config.lr = config.optim.lr * lr_scale
-    tx = optim.make_optimizer(optim_config, max(1, steps_per_epoch),
-                              config.epochs)
-    attempts.append(lr_scale)
+  def knob(strength: float) -> dict[str, float]:
+    """The balance knob's fields at `strength` ({} without a knob)."""
+    if balance is None:
+      return {}
+    return {f: balance.tilt(float(config[f]), strength)
+            for f in balance.fields}
+
+  def method_for(strength: float):
+    key = strength if balance is not None else 1.0
+    if key not in built:
+      section = config.copy_and_resolve_references()
+      with section.unlocked():
+        section.update(knob(strength))
+      built[key] = (module.make(section, ctx), {})
+    return built[key]
+
+  def optimizer(epochs: int):
+    key = epochs if (config.optim.get('schedule', 'constant') != 'constant'
+                     or config.optim.get('warmup_epochs', 0)) else 0
+    if key not in optimizers:
+      optimizers[key] = optax.chain(
+          optim.make_optimizer(config.optim, max(1, steps_per_epoch), epochs),
+          optim.lr_scale())
+    return optimizers[key]
+
+  def run_attempt(settings: guard.Attempt, monitor=None) -> train.Result:
+    attempt_method, compile_cache = method_for(settings.lr_scale)
+
+    def prepare(rng, state):
+      state, method_state = attempt_method.prepare(rng, state)
+      return state.replace(opt_state=optim.set_lr_scale(
+          state.opt_state, settings.lr_scale)), method_state
+
+    attempts.append(settings)
     log = exp.event_log(f'unlearn/attempt{len(attempts)}'
                         if guard_config.enabled else 'unlearn')
     try:
       return train.run(
-          method, original.with_optimizer(tx), data, epochs=config.epochs,
-          batch_size=batch_size, seed=exp.config.seed,
-          prep=exp.prep(config.augment), mesh=exp.mesh,
+          attempt_method._replace(prepare=prepare),
+          original.with_optimizer(optimizer(settings.epochs)), data,
+          epochs=settings.epochs, batch_size=batch_size,
+          seed=exp.config.seed, prep=exp.prep(config.augment), mesh=exp.mesh,
           desc=f'unlearn ({methods.canonical_name(config.name)})',
           on_step_end=on_step_end, every_steps=every_steps, monitor=monitor,
-          checks_per_epoch=guard_config.checks_per_epoch, log_metrics=log)
+          checks_per_epoch=guard_config.checks_per_epoch, log_metrics=log,
+          compile_cache=compile_cache)
     finally:
       if log is not None:
         log.close()
 
   if not guard_config.enabled:
-    result = run_attempt(1.0)
+    result = run_attempt(guard.Attempt(1.0, config.epochs))
     return result.state, {'seconds': result.run_seconds,
                           'compile_seconds': result.compile_seconds,
                           'history': result.history,
@@ -98,7 +135,32 @@ def run_method(exp: Experiment, original, data, split: splits_lib.Split,
       dataset.test_labels, split, config=guard_config, seed=exp.config.seed,
       mean=dataset.mean, std=dataset.std, mesh=exp.mesh,
       batch_size=exp.config.eval.batch_size)
-  outcome = guard.run(guard_config, split.mode, probe, original, run_attempt)
+
+  def plan(epochs: int) -> tuple[int, list[int]]:
+    """(optimizer steps, the steps after which the driver calls the guard's
+    monitor) of a run of `epochs` epochs."""
+    steps, points = 0, []
+    for epoch in range(epochs):
+      epoch_plan = method.plan(epoch)
+      points += [steps + k for k in train.check_points(
+          epoch_plan, guard_config.checks_per_epoch)]
+      steps += sum(n for _, n in epoch_plan)
+    return steps, points
+
+  # The budget counts optimizer steps, a check at its forward passes.
+  train_config = exp.config.train
+  retrain_steps = train_config.epochs * max(
+      1, len(split.retain) // train_config.batch_size)
+  outcome = guard.run(
+      guard_config, split.mode, probe, original, run_attempt,
+      epochs=config.epochs, plan=plan,
+      budget_steps=(guard_config.budget * retrain_steps
+                    if guard_config.budget else None),
+      check_steps=(probe.examples * guard.FORWARD_SHARE
+                   / train_config.batch_size))
+  outcome.report['budget']['retrain_steps'] = retrain_steps
+  for record in outcome.report['attempts']:
+    record['knob'] = knob(record['lr_scale'])
   return outcome.state, {
       'seconds': outcome.seconds, 'compile_seconds': outcome.compile_seconds,
       'history': outcome.result.history if outcome.result else [],

@@ -6,29 +6,38 @@ with `mu_jax: error:` and is its only line starting with 'mu_jax:'; no
 traceback; no report.json; the checkpoint folder of an earlier good run
 unchanged (paths, sizes, mtimes). Ctrl-C ends with one line `mu_jax:
 interrupted; ...` and exit status 130, after the checkpoint being written is
-complete, and the same command then resumes (log and report.json say so).
+complete (a second Ctrl-C while exiting changes nothing), and the same
+command then resumes (log and report.json say so). A standard output that
+cannot be written ends a finished run, its report written, quietly with
+status 141 (a closed pipe) or with one line and status 2 (/dev/full).
 
 Cheap: one helper process imports mu_jax and JAX once (`_serve`), then
 forks a child per case, so a case costs what the CLI does before it fails
 (most fail before any training) instead of a fresh Python and JAX start.
-Faults a test cannot cause for real (a read-only folder as root, a full
-disk) are injected in the child at the system call or library call that
-meets them (`_INJECTIONS`).
+Faults a test cannot cause for real (a read-only folder as root) are
+injected in the child at the system call or library call that meets them
+(`_INJECTIONS`); a full disk is injected, and also real on a small tmpfs
+where the test may mount one (`_small_file_system`; skipped elsewhere).
 """
 
+import atexit
 import errno
 import glob
 import json
+import logging as std_logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import types
 from unittest import mock
 
 import numpy as np
 from absl.testing import absltest
+from absl.testing import flagsaver
 
 from mu_jax import checkpoint as checkpoint_lib
 from mu_jax import errors
@@ -117,6 +126,23 @@ def _interrupt_at_data_load():
   data.load = interrupted_load
 
 
+def _interrupt_twice():
+  """Ctrl-C at data load, and again while the process exits (a double press)."""
+  _interrupt_at_data_load()
+
+  def again():
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.05)  # Python runs its handler here, if it has one.
+
+  atexit.register(again)  # Runs first: atexit runs the last registered first.
+
+
+def _use_platforms(platforms):
+  """As JAX_PLATFORMS=<platforms> (JAX, imported already, read it then)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.config.update('jax_platforms', platforms)
+
+
 def _interrupt_first_save():
   """Ctrl-C arrives while the first checkpoint is being written."""
   from mu_jax import checkpoint  # pylint: disable=g-import-not-at-top
@@ -138,6 +164,8 @@ _INJECTIONS = {
     'full_statvfs': lambda p: _fault_paths(p, errno.ENOSPC, {'statvfs'}),
     'full_checkpoint_dir': _fail_checkpoint_writes,
     'interrupt_at_data_load': lambda p: _interrupt_at_data_load(),
+    'interrupt_twice': lambda p: _interrupt_twice(),
+    'platforms': _use_platforms,
     'interrupt_first_save': lambda p: _interrupt_first_save(),
 }
 
@@ -147,7 +175,11 @@ def _child(request):
   code = 1
   try:
     for fd, name in ((1, 'stdout'), (2, 'stderr')):
-      out = os.open(request[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+      if request[name] == 'closed_pipe':  # Its reader has left.
+        read_end, out = os.pipe()
+        os.close(read_end)
+      else:
+        out = os.open(request[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
       os.dup2(out, fd)
       os.close(out)
     from mu_jax import cli  # pylint: disable=g-import-not-at-top
@@ -166,6 +198,9 @@ def _child(request):
     except BaseException:  # pylint: disable=broad-except
       import traceback  # pylint: disable=g-import-not-at-top
       traceback.print_exc()
+    if request.get('run_atexit'):
+      # What a process does at exit, which os._exit below skips.
+      atexit._run_exitfuncs()  # pylint: disable=protected-access
   finally:
     try:
       sys.stdout.flush()
@@ -177,8 +212,8 @@ def _child(request):
 def _serve():
   """Reads one JSON case per stdin line; answers {'rc', 'seconds'} per line.
 
-  A case: {'argv': [...], 'stdout': path, 'stderr': path, 'inject':
-  [name, path] or None}.
+  A case: {'argv': [...], 'stdout': path or 'closed_pipe', 'stderr': path,
+  'inject': [name, path] or None, 'run_atexit': bool}.
   """
   # Ctrl-C must reach Python's handler even if the test runner ignores it.
   signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -211,6 +246,22 @@ def _serve():
     protocol.write(json.dumps({'rc': rc, 'seconds': round(
         time.perf_counter() - start, 2)}) + '\n')
     protocol.flush()
+
+
+def _small_file_system(test, path, size):
+  """Mounts a tmpfs of `size` at `path` for the test, or skips the test."""
+  os.makedirs(path)
+  try:
+    mounted = subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}',
+                              'tmpfs', path], capture_output=True, text=True,
+                             check=False)
+  except OSError as e:  # No mount command.
+    test.skipTest(f'cannot mount a small file system here ({e})')
+  if mounted.returncode:
+    test.skipTest('cannot mount a small file system here (needs root where '
+                  f'mount is allowed): {mounted.stderr.strip()}')
+  test.addCleanup(subprocess.run, ['umount', '-l', path], check=False)
+  return path
 
 
 # ---------------------------------------------------------------------------
@@ -256,6 +307,7 @@ class BadInputsTest(absltest.TestCase):
     cls.split_name = os.path.basename(split_file)
     cls.retrain_folder = [f for f in glob.glob(f'{cls.ck}/*')
                           if '_all_' not in f][0]
+    cls.original_folder = glob.glob(f'{cls.ck}/*_all_s0')[0]
     cls.before = test_util.file_snapshot(cls.ck)
     cls._make_bad_files(split_file)
 
@@ -288,6 +340,16 @@ class BadInputsTest(absltest.TestCase):
     np.savez(f'{tmp}/one_class.npz', train_images=images,
              train_labels=np.zeros(64, np.int64), test_images=images[:32],
              test_labels=np.zeros(32, np.int64))
+    np.savez(f'{tmp}/1x1.npz', train_images=images[:, :1, :1],
+             train_labels=rng.integers(0, 4, 64),
+             test_images=images[:32, :1, :1],
+             test_labels=rng.integers(0, 4, 32))
+    with open(f'{tmp}/syntax_error.py', 'w') as f:
+      f.write('def get_config():\n  return dict(seed=(\n')
+    # The good run's checkpoints with the original model's checksums gone.
+    shutil.copytree(cls.ck, f'{tmp}/ck_no_checksums')
+    for step in glob.glob(f'{tmp}/ck_no_checksums/*_all_s0/*/checksums'):
+      shutil.rmtree(step)
 
   @classmethod
   def tearDownClass(cls):
@@ -305,21 +367,28 @@ class BadInputsTest(absltest.TestCase):
 
   @classmethod
   def run_cli(cls, name, args, *, config=_SMOKE, checkpoint_dir=None,
-              workdir=None, inject=None):
-    """Runs `main.py <config> --config.checkpoint_dir=... args` in a child."""
+              workdir=None, inject=None, stdout=None, run_atexit=False):
+    """Runs `main.py <config> --config.checkpoint_dir=... args` in a child.
+
+    `stdout`: where the child's standard output goes (a path, or
+    'closed_pipe'); None: a log file, returned as the result's stdout.
+    """
     cls.count += 1
     out = f'{cls.tmp}/logs/{cls.count:03d}_{name}'
     os.makedirs(os.path.dirname(out), exist_ok=True)
     argv = [config, f'--config.checkpoint_dir={checkpoint_dir or cls.ck}',
             f'--workdir={workdir or f"{cls.tmp}/w/{name}"}', *args]
-    request = {'argv': argv, 'stdout': f'{out}.out', 'stderr': f'{out}.err',
-               'inject': inject}
+    request = {'argv': argv, 'stdout': stdout or f'{out}.out',
+               'stderr': f'{out}.err', 'inject': inject,
+               'run_atexit': run_atexit}
     cls.server.stdin.write(json.dumps(request) + '\n')
     cls.server.stdin.flush()
     reply = json.loads(cls.server.stdout.readline())
     cls.seconds[name] = reply['seconds']
-    with open(f'{out}.out') as f:
-      stdout = f.read()
+    stdout = ''
+    if request['stdout'] == f'{out}.out':
+      with open(f'{out}.out') as f:
+        stdout = f.read()
     with open(f'{out}.err') as f:
       stderr = f.read()
     return _Result(reply['rc'], stdout, stderr, reply['seconds'])
@@ -376,6 +445,15 @@ class BadInputsTest(absltest.TestCase):
         'unknown_flag': (['--nosuchflag'],
                          "Unknown command line flag 'nosuchflag'"),
         'positional_argument': (['extra'], 'unexpected arguments: extra'),
+        # Random mode ignores the classes: it would forget random examples.
+        'forget_class_in_random_mode': (
+            ['--forget_class', '3'],
+            '--forget_class 3 forgets whole classes, but this run forgets in '
+            'random mode (random examples of every class); add --mode '
+            'class_wise'),
+        'forget_num_negative_in_config': (
+            ['--config.split.forget_num=-5'],
+            '--config.split.forget_num is -5; use a positive count, or 0'),
     }
     for name, (args, expected) in cases.items():
       with self.subTest(name):
@@ -383,6 +461,11 @@ class BadInputsTest(absltest.TestCase):
     with self.subTest('missing_config'):
       self.assert_bad('missing_config', [], "no such file 'configs/nope.py'",
                       config='--config=configs/nope.py')
+    with self.subTest('config_syntax_error'):
+      self.assert_bad('config_syntax_error', [],
+                      f'--config: {self.tmp}/syntax_error.py, line 2: syntax '
+                      "error ('(' was never closed); fix that file",
+                      config=f'--config={self.tmp}/syntax_error.py')
 
   def test_choices_and_split(self):
     cases = {
@@ -463,6 +546,19 @@ class BadInputsTest(absltest.TestCase):
                  'inject': ['full_checkpoint_dir', f'{tmp}/full_ck']},
             'no space left on the device; free some space or set '
             '--config.checkpoint_dir'),
+        'checkpoint_without_checksums': (
+            [], {'checkpoint_dir': f'{tmp}/ck_no_checksums'},
+            'has no checksums (its checksums/ folder is missing: deleted, or '
+            'saved by an older mu_jax), so it cannot be verified; delete it '
+            'to start over, or pass '
+            '--config.checkpoint.allow_unverified=True'),
+        # Orbax's abandoned reads of the other arrays are quiet too (their
+        # unraisable-exception noise: OneLineMessagesTest).
+        'init_from_other_width': (
+            [f'--config.init_from={self.original_folder}',
+             '--config.model.width=16'],
+            {'checkpoint_dir': f'{tmp}/ck_width'},
+            'does not fit this model'),
     }
     for name, (args, kwargs, expected) in cases.items():
       with self.subTest(name):
@@ -499,6 +595,10 @@ class BadInputsTest(absltest.TestCase):
         'npz_missing': (
             ['--config.data.source=npz', f'--config.data.path={tmp}/none.npz'],
             {}, 'not found'),
+        'npz_images_too_small': (
+            ['--config.data.source=npz', f'--config.data.path={tmp}/1x1.npz'],
+            {}, f"{tmp}/1x1.npz holds 1x1 images, but model 'cnn' needs at "
+            'least 4x4'),
     }
     for name, (args, kwargs, expected) in cases.items():
       with self.subTest(name):
@@ -519,15 +619,86 @@ class BadInputsTest(absltest.TestCase):
             {'workdir': f'{tmp}/full_w/run',
              'inject': ['full_statvfs', f'{tmp}']},
             'no space left on the device'),
+        # Refused before training, not at the first write after it.
+        'workdir_name_too_long': (
+            {'workdir': f'{tmp}/w/{"a" * 300}/run'},
+            f'the folder name {"a" * 20}... is 300 bytes long, more than the '),
     }
     for name, (kwargs, expected) in cases.items():
       with self.subTest(name):
         self.assert_bad(name, [], expected, **kwargs)
+    self.assertFalse(os.path.exists(f'{tmp}/w/{"a" * 300}'))
 
   def test_diverging_loss_without_guard_rails(self):
     self.assert_bad('diverging', ['--lr', '1e30',
                                   '--config.guard.enabled=False'],
                     'the run diverged')
+
+  def test_small_file_systems(self):
+    """A real full disk: one line, no Orbax log lines, no temp folder left."""
+    tmp = self.tmp
+    full = _small_file_system(self, f'{tmp}/disk_full', '200k')
+    os.makedirs(f'{full}/ck')
+    filler = os.open(f'{full}/filler', os.O_WRONLY | os.O_CREAT)
+    try:
+      with self.assertRaises(OSError):  # Until ENOSPC.
+        while True:
+          os.write(filler, b'\0' * 4096)
+    finally:
+      os.close(filler)
+    little = _small_file_system(self, f'{tmp}/disk_100k', '100k')
+    for name, folder in (('checkpoint_dir_disk_full', f'{full}/ck'),
+                         ('checkpoint_dir_100k_free', f'{little}/ck')):
+      with self.subTest(name):
+        result = self.assert_bad(name, [], f'cannot write checkpoint {folder}/',
+                                 checkpoint_dir=folder)
+        self.assertIn('no space left on the device; free some space or set '
+                      '--config.checkpoint_dir', result.last)
+        # Orbax's own report of the failed write stays out of the terminal.
+        self.assertNotIn('RESOURCE_EXHAUSTED', result.stderr)
+        self.assertNotIn('Errno 28', result.stderr)
+        self.assertEqual(glob.glob(f'{folder}/**/*orbax-checkpoint-tmp*',
+                                   recursive=True), [])
+
+  def test_missing_jax_backend(self):
+    cases = {'nosuch': 'Unable to initialize backend'}
+    if not os.path.exists('/dev/nvidia0'):  # Else CUDA may well be there.
+      cases['cuda'] = 'no device of that kind is visible'
+    for platforms, reason in cases.items():
+      with self.subTest(platforms):
+        result = self.assert_bad(
+            f'jax_platforms_{platforms}', [],
+            f'JAX_PLATFORMS={platforms!r}: no such backend on this machine',
+            inject=['platforms', platforms])
+        self.assertIn(reason, result.last)
+        self.assertIn('unset JAX_PLATFORMS (or set it to cpu)', result.last)
+
+  def test_standard_output_that_cannot_be_written(self):
+    """The run finishes and writes its report; the summary is lost."""
+    for name, stdout in (('stdout_closed_pipe', 'closed_pipe'),
+                         ('stdout_full_device', '/dev/full')):
+      with self.subTest(name):
+        workdir = f'{self.tmp}/w/{name}'
+        result = self.run_cli(name, [], workdir=workdir, stdout=stdout)
+        if stdout == 'closed_pipe':  # Quietly, as a process ended by SIGPIPE.
+          self.assertEqual(result.rc, 141, result.stderr[-3000:])
+          self.assertNotIn('Traceback', result.stderr)
+          self.assertEqual(result.ours, [])
+        else:
+          self.assert_one_line(
+              result, 'cannot write to the standard output: no space left on '
+              'the device; free some space or redirect it elsewhere')
+        self.assertIn('report.json', os.listdir(workdir))
+        self.assertEqual(glob.glob(f'{workdir}/*.tmp*'), [])
+
+  def test_ctrl_c_twice(self):
+    """A second Ctrl-C while the process exits changes nothing."""
+    result = self.run_cli('interrupt_twice', [],
+                          inject=['interrupt_twice', ''], run_atexit=True)
+    self.assert_one_line(result, 'resumes', status=130,
+                         prefix='mu_jax: interrupted;')
+    self.assertNotIn('Exception ignored', result.stderr)
+    self.assertEqual(test_util.file_snapshot(self.ck), self.before)
 
   def test_ctrl_c_before_training(self):
     result = self.run_cli('interrupt_at_data_load', [],
@@ -594,6 +765,38 @@ class OneLineMessagesTest(absltest.TestCase):
     self.assertIsNone(errors.file_error(ValueError('a bug'), '/x', 'a', 'b'))
     self.assertIsNone(errors.file_error(
         OSError(errno.EBADF, 'Bad file descriptor'), '/x', 'a', 'b'))
+
+  def test_orbax_noise_is_kept_out_unless_verbose(self):
+    # pylint: disable=g-import-not-at-top,protected-access
+    from orbax.checkpoint._src.serialization import serialization
+    from mu_jax import cli
+    # What a failed restore leaves (a checkpoint of another width): Orbax's
+    # reads of the other arrays, reported by Python when collected.
+    coroutine = serialization._read_array_index_and_device_put(
+        [], (), None, global_shape=(), new_shard_shape=(), dtype=None,
+        byte_limiter=None, strict=True, dll=None, memory_kind=None)
+    self.addCleanup(coroutine.close)
+    orbax_noise = types.SimpleNamespace(
+        exc_type=Exception, exc_value=Exception('Encountered error while '
+                                                'reading array index: ()'),
+        exc_traceback=None, err_msg=None, object=coroutine)
+    other = types.SimpleNamespace(
+        exc_type=ValueError, exc_value=ValueError('a bug'), exc_traceback=None,
+        err_msg=None, object=print)
+    record = std_logging.LogRecord(
+        'absl', std_logging.ERROR, '/site-packages/orbax/checkpoint/future.py',
+        387, 'RESOURCE_EXHAUSTED: Error writing "params"', (), None)
+    seen = []
+    with mock.patch.object(sys, 'unraisablehook', seen.append):
+      cli._quiet_closed_event_loops()
+      sys.unraisablehook(orbax_noise)
+      sys.unraisablehook(other)
+      self.assertEqual(seen, [other])
+      self.assertFalse(cli._DropLibraryInfo().filter(record))
+      with flagsaver.flagsaver(verbosity=1):  # --verbosity=1 shows both.
+        sys.unraisablehook(orbax_noise)
+        self.assertEqual(seen, [other, orbax_noise])
+        self.assertTrue(cli._DropLibraryInfo().filter(record))
 
   def test_report_on_a_full_disk_leaves_no_file(self):
     with tempfile.TemporaryDirectory() as tmp:

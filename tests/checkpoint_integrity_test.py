@@ -109,10 +109,23 @@ class ChecksumTest(TestCase):
           r"state\['params'\]\['w'\]\); delete it"):
         ckpt.restore(_tree())
 
-  def test_checkpoint_without_checksums_restores_with_a_warning(self):
+  def test_checkpoint_without_checksums_is_refused(self):
     directory = self.tmpdir()
     self.save(directory)
-    shutil.rmtree(f'{directory}/1/checksums')  # As saved by older versions.
+    shutil.rmtree(f'{directory}/1/checksums')  # Deleted, or an old save.
+    with checkpoint_lib.Checkpointer(directory) as ckpt:
+      with self.assertRaisesRegex(
+          checkpoint_lib.CheckpointError,
+          f'checkpoint {directory}/1 has no checksums .* pass '
+          '--config.checkpoint.allow_unverified=True'):
+        ckpt.restore(_tree(seed=1))
+
+  def test_checkpoint_without_checksums_restores_when_allowed(self):
+    directory = self.tmpdir()
+    self.save(directory)
+    shutil.rmtree(f'{directory}/1/checksums')
+    checkpoint_lib.allow_unverified(True)
+    self.addCleanup(checkpoint_lib.allow_unverified, False)
     with checkpoint_lib.Checkpointer(directory) as ckpt:
       with self.assertLogs(level='WARNING') as logs:
         state, _, meta = ckpt.restore(_tree(seed=1))
@@ -321,6 +334,57 @@ class HalfWrittenStepTest(TestCase):
       ckpt = checkpoint_lib.Checkpointer(directory)
     with ckpt:
       self.assertIsNone(ckpt.latest_meta())
+
+
+class FailedWriteTest(TestCase):
+  """A full disk, as Orbax reports it: in save() and again in close()."""
+
+  def _full_disk(self, directory, in_save=True):
+    """Orbax's save and close fail as on a full disk, leaving temp folders."""
+    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+
+    def leave_tmp(step):
+      os.makedirs(f'{directory}/{step}.orbax-checkpoint-tmp/state',
+                  exist_ok=True)
+
+    def save(manager, step, *args, **kwargs):
+      del manager, args, kwargs
+      leave_tmp(step)
+      raise ValueError('RESOURCE_EXHAUSTED: Error writing "params": No '
+                       "space left on device [os_error_code='28']")
+
+    def close(manager):
+      del manager
+      leave_tmp(7)  # A background thread's write, after save() gave up.
+      raise OSError(28, 'No space left on device')
+
+    if in_save:
+      self.enter_context(mock.patch.object(ocp.CheckpointManager, 'save',
+                                           save))
+    self.enter_context(mock.patch.object(ocp.CheckpointManager, 'close',
+                                         close))
+
+  def test_close_does_not_replace_the_error_of_save(self):
+    directory = self.tmpdir()
+    self._full_disk(directory)
+    with self.assertRaisesRegex(
+        checkpoint_lib.CheckpointError,
+        f'cannot write checkpoint {directory}/1: no space left on the '
+        'device; free some space or set --config.checkpoint_dir'):
+      with checkpoint_lib.Checkpointer(directory) as ckpt:
+        ckpt.save(1, _tree(), (), {'done': True})
+    self.assertEqual(os.listdir(directory), [])  # No temp folder, no lock.
+
+  def test_a_failure_reported_only_by_close_is_one_line(self):
+    directory = self.tmpdir()
+    self._full_disk(directory, in_save=False)
+    ckpt = checkpoint_lib.Checkpointer(directory)
+    with self.assertRaisesRegex(
+        checkpoint_lib.CheckpointError,
+        f'cannot write checkpoint folder {directory}: no space left'):
+      ckpt.close()
+    self.assertEqual(os.listdir(directory), [])
+    ckpt.close()  # Closed already: nothing happens.
 
 
 if __name__ == '__main__':

@@ -74,7 +74,7 @@ class MainTest(absltest.TestCase):
     for run in ('original', 'retrain'):
       files = os.listdir(f'{self.tmp}/a/tensorboard/{run}')
       self.assertTrue(any(f.startswith('events.out.tfevents') for f in files))
-    # The second run trained nothing and unlearned with fine-tuning.
+    # The second run trained nothing and unlearned with SalUn.
     self.assertFalse(os.path.exists(f'{self.tmp}/b/tensorboard/original'))
     self.assertTrue(os.listdir(f'{self.tmp}/b/tensorboard/unlearn'))
 
@@ -84,13 +84,31 @@ class MainTest(absltest.TestCase):
       report = json.load(f)
     self.assertTrue(report['timings']['original_reused'])
     self.assertTrue(report['timings']['retrain_reused'])
-    self.assertEqual(report['method'], 'finetune')
+    self.assertEqual(report['method'], 'salun')
     self.assertNotIn('train original', self.second.stderr)
     with open(f'{self.tmp}/a/report.json') as f:
       first = json.load(f)
     self.assertEqual(first['split']['digest'], report['split']['digest'])
     self.assertEqual(first['metrics']['original'],
                      report['metrics']['original'])
+
+  def test_a_run_that_does_not_forget_exits_3_unless_allowed(self):
+    # A step too small to move the model: the guard keeps the original.
+    args = ['--mode', 'class_wise', '--forget_class', '1', '--lr', '1e-12',
+            '--config.guard.max_attempts=1']
+    # The smoke config allows it (a plumbing check); a real run does not.
+    unmet = _main(self.tmp, f'--workdir={self.tmp}/unmet', *args,
+                  '--config.guard.allow_unmet=False')
+    self.assertEqual(unmet.returncode, 3, unmet.stderr[-2000:])
+    self.assertTrue(unmet.stdout.startswith('NOT FORGOTTEN: '),
+                    unmet.stdout[:300])
+    with open(f'{self.tmp}/unmet/report.json') as f:
+      report = json.load(f)
+    self.assertIn(report['guard']['outcome'],
+                  ('not_forgotten', 'kept_original'))
+    allowed = _main(self.tmp, f'--workdir={self.tmp}/allowed', *args)
+    self.assertEqual(allowed.returncode, 0, allowed.stderr[-2000:])
+    self.assertTrue(allowed.stdout.startswith('NOT FORGOTTEN: '))
 
   def test_bad_input_is_one_line_and_leaves_no_report(self):
     cases = {

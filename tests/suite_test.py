@@ -126,6 +126,16 @@ class AggregationTest(absltest.TestCase):
                      '— | — | — | — |')
     self.assertLen(lines, 5)  # scrub has no cells: no row.
 
+  def test_cells_short_of_the_target_are_named(self):
+    cells = {'finetune': [
+        {'seed': 0, 'guard': {'outcome': 'forgotten'}},
+        {'seed': 1, 'guard': {'outcome': 'not_forgotten'}},
+        {'seed': 2, 'guard': {'outcome': 'kept_original'}}],
+             'salun': [{'seed': 0, 'guard': {'enabled': False}}]}
+    self.assertEqual(
+        suite_report._unmet(cells, ['finetune', 'salun']),
+        ['FT: seeds 1 (not_forgotten), 2 (kept_original)'])
+
   def test_title_says_when_seeds_are_missing(self):
     model = suite_config.get_config('smoke').model.name
     info = {'forget': 10, 'retain': 90, 'forget_classes': [0]}

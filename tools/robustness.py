@@ -1,11 +1,22 @@
-"""The robustness grid: every method, with its defaults, on settings nobody
-tuned it on, with and without the guard rails (docs/RESULTS.md).
+"""The robustness grids: every method, with its defaults, with and without
+the guard rails (docs/RESULTS.md).
 
   python tools/make_mnist5k.py runs/data/mnist5k.npz      # once
-  python tools/robustness.py --out runs/robustness         # the whole grid
+  python tools/make_eval_datasets.py runs/data             # once
+  python tools/robustness.py --grid dev --out runs/robustness    # tuning
+  python tools/robustness.py --grid eval --out runs/evaluation   # reported
   python tools/robustness.py --out runs/robustness \
       --settings embedded_class3 --methods scrub --guard on \
       --set optim.lr=0.002 --tag lr2e-3                  # a variant
+
+Two grids, kept apart. The *development* grid (`--grid dev`) is where
+defaults may be tuned: the embedded Fashion-MNIST subset, MNIST-5k and the
+full Fashion-MNIST, with the classes, seeds and forget-set sizes the
+defaults were looked at on. The *evaluation* grid (`--grid eval`) is run
+once, after the defaults are frozen, and is what docs/RESULTS.md reports as
+the robustness result: other datasets (a colour one built by
+tools/make_eval_datasets.py from photographs, scikit-learn's 8 x 8 digits),
+other classes, seeds and forget-set sizes.
 
 Each (setting, method, guard, tag) cell is one unlearning run from the
 setting's original model, scored against its retrain model; both models are
@@ -46,17 +57,21 @@ def _embedded(mode, *, seed=0, classes=(0,), forget_num=0,
   return apply
 
 
-def _other_data(name, source, mode, *, classes=(0,), seed=0):
+def _other_data(name, source, mode, *, classes=(0,), seed=0,
+                forget_fraction=0.1):
   def apply(config, args):
-    _embedded(mode, seed=seed, classes=classes)(config, args)
+    _embedded(mode, seed=seed, classes=classes,
+              forget_fraction=forget_fraction)(config, args)
     config.data.name = name
     config.data.source = source
-    config.data.path = args.mnist5k if name == 'mnist5k' else ''
+    config.data.path = (os.path.join(args.data_dir, f'{name}.npz')
+                        if source == 'npz' else '')
   return apply
 
 
-# Setting name -> what it changes in configs/default.py.
-SETTINGS = {
+# Setting name -> what it changes in configs/default.py: the development
+# grid, where the defaults were looked at and may be tuned.
+DEV_SETTINGS = {
     'embedded_random10': _embedded('random'),
     'embedded_class0': _embedded('class_wise'),
     'embedded_class3': _embedded('class_wise', classes=(3,)),
@@ -74,6 +89,23 @@ SETTINGS = {
     'fmnist_class5': _other_data('fashion_mnist', 'auto', 'class_wise',
                                  classes=(5,)),
 }
+# The evaluation grid: run once with the frozen defaults, never tuned on.
+EVAL_SETTINGS = {
+    'tiles_random10': _other_data('photo_tiles', 'npz', 'random', seed=1),
+    'tiles_class2': _other_data('photo_tiles', 'npz', 'class_wise',
+                                classes=(2,), seed=1),
+    'skdigits_random10': _other_data('sklearn_digits', 'npz', 'random',
+                                     seed=2),
+    'skdigits_class8': _other_data('sklearn_digits', 'npz', 'class_wise',
+                                   classes=(8,), seed=2),
+    'mnist5k_class7_s1': _other_data('mnist5k', 'npz', 'class_wise',
+                                     classes=(7,), seed=1),
+    'mnist5k_random5pct_s2': _other_data('mnist5k', 'npz', 'random', seed=2,
+                                         forget_fraction=0.05),
+    'embedded_class5_s3': _embedded('class_wise', classes=(5,), seed=3),
+}
+SETTINGS = {**DEV_SETTINGS, **EVAL_SETTINGS}
+GRIDS = {'dev': DEV_SETTINGS, 'eval': EVAL_SETTINGS}
 
 
 def _parse_value(text):
@@ -166,6 +198,7 @@ def run_setting(args, setting):
       row = exp.evaluate(state, split, 'eval unlearned')
       row['avg_gap'] = evaluate.avg_gap(row, rows['retrain'])
       cell = {'status': 'ok', 'metrics': row, 'seconds': info['seconds'],
+              'compile_seconds': info['compile_seconds'],
               'guard': info['guard']}
     except Exception as e:  # pylint: disable=broad-except
       cell = {'status': 'failed', 'error': f'{type(e).__name__}: {e}'}
@@ -183,10 +216,32 @@ def run_setting(args, setting):
     print(_line(cell), flush=True)
 
 
+def _outcome(cell) -> str:
+  """The guard's outcome ('' unguarded or without one)."""
+  return (cell.get('guard') or {}).get('outcome', '')
+
+
+def _budget_used(cell) -> str:
+  """Steps the guard spent, as a fraction of the retrain's ('' unguarded)."""
+  budget = (cell.get('guard') or {}).get('budget')
+  if not budget or not budget.get('retrain_steps'):
+    return ''
+  return f"{budget['spent_steps'] / budget['retrain_steps']:.2f}"
+
+
 def _verdict(cell) -> str:
-  """'ok' or what the robustness bar says is wrong with the cell."""
+  """'ok' or what the robustness bar says is wrong with the cell; a miss
+  the guard rails did not flag (outcome forgotten) is marked 'silent'."""
   if cell['status'] != 'ok':
     return 'FAILED'
+  problems = _misses(cell)
+  if problems and cell['guard_on'] and _outcome(cell) == 'forgotten':
+    problems.append('silent')
+  return ','.join(problems) or 'ok'
+
+
+def _misses(cell) -> list[str]:
+  """What the robustness bar says is wrong with a finished cell."""
   row, base = cell['metrics'], cell['base']
   problems = []
   if cell['split']['mode'] == 'class_wise':
@@ -199,7 +254,7 @@ def _verdict(cell) -> str:
       problems.append('gap>orig')
     if base['original']['test_acc'] - row['test_acc'] > 3:
       problems.append('TA-3')
-  return ','.join(problems) or 'ok'
+  return problems
 
 
 def _line(cell) -> str:
@@ -210,7 +265,8 @@ def _line(cell) -> str:
   row = cell['metrics']
   return (f"{label}: UA {row['unlearn_acc']:.2f} RA {row['retain_acc']:.2f} "
           f"TA {row['test_acc']:.2f} MIA {row['mia_efficacy']:.2f} gap "
-          f"{row['avg_gap']:.2f} ({cell['seconds']:.1f} s) {_verdict(cell)}")
+          f"{row['avg_gap']:.2f} ({cell['seconds']:.1f} s) {_outcome(cell)} "
+          f"budget {_budget_used(cell)} {_verdict(cell)}")
 
 
 def tables(args) -> str:
@@ -232,14 +288,14 @@ def tables(args) -> str:
     base = cells[0]['base']
     out.append(f"\n### {setting} ({cells[0]['split']['name']})\n")
     out.append('| model | guard | UA | RA | TA | MIA-eff. | Avg.Gap | '
-               'time (s) | guard acted | bar |')
-    out.append('|---|---|---:|---:|---:|---:|---:|---:|---|---|')
+               'time (s) | guard outcome | steps / retrain | bar |')
+    out.append('|---|---|---:|---:|---:|---:|---:|---:|---|---:|---|')
     for key in ('original', 'retrain'):
       row = base[key]
       out.append(f"| {key} | | {row['unlearn_acc']:.2f} | "
                  f"{row['retain_acc']:.2f} | {row['test_acc']:.2f} | "
                  f"{row['mia_efficacy']:.2f} | {row['avg_gap']:.2f} | "
-                 f"{cells[0]['base_seconds'][key]:.1f} | | |")
+                 f"{cells[0]['base_seconds'][key]:.1f} | | | |")
     order = {m: i for i, m in enumerate(args.methods)}
     for cell in sorted(cells, key=lambda c: (order[c['method']],
                                              not c['guard_on'])):
@@ -248,18 +304,15 @@ def tables(args) -> str:
       summary.setdefault((cell['method'], cell['guard_on']), []).append(
           (setting, verdict))
       if cell['status'] != 'ok':
-        out.append(f"| {cell['method']} | {on} | {cell['error']} |||||||")
+        out.append(f"| {cell['method']} | {on} | {cell['error']} |||||||||")
         continue
       row = cell['metrics']
-      acted = ''
-      if cell['guard_on']:
-        acted = 'yes' if cell['guard']['acted'] else 'no'
       out.append(
           f"| {cell['method']} | {on} | "
           f"{row['unlearn_acc']:.2f} | {row['retain_acc']:.2f} | "
           f"{row['test_acc']:.2f} | {row['mia_efficacy']:.2f} | "
-          f"{row['avg_gap']:.2f} | {cell['seconds']:.1f} | {acted} | "
-          f"{verdict} |")
+          f"{row['avg_gap']:.2f} | {cell['seconds']:.1f} | "
+          f"{_outcome(cell)} | {_budget_used(cell)} | {verdict} |")
   out.append('\n### Against the bar (settings that miss it)\n')
   out.append('| method | guard | settings meeting the bar | misses |')
   out.append('|---|---|---:|---|')
@@ -277,7 +330,10 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--out', default='runs/robustness')
   parser.add_argument('--checkpoint_dir', default='checkpoints')
-  parser.add_argument('--settings', default=','.join(SETTINGS))
+  parser.add_argument('--grid', choices=sorted(GRIDS), default='dev',
+                      help='the settings of the development or evaluation '
+                      'grid (unless --settings names some)')
+  parser.add_argument('--settings', default='')
   parser.add_argument('--methods', default=','.join(_METHODS))
   parser.add_argument('--guard', default='on,off',
                       help='on, off or on,off')
@@ -285,11 +341,13 @@ def main():
                       help='method-section override, e.g. optim.lr=0.01')
   parser.add_argument('--tag', default='',
                       help='names the cells of a --set variant')
-  parser.add_argument('--mnist5k', default='runs/data/mnist5k.npz',
-                      help='made by tools/make_mnist5k.py')
+  parser.add_argument('--data_dir', default='runs/data',
+                      help='the npz files of tools/make_mnist5k.py and '
+                      'tools/make_eval_datasets.py')
   parser.add_argument('--report_only', action='store_true')
   args = parser.parse_args()
-  args.settings = [s for s in args.settings.split(',') if s]
+  args.settings = ([s for s in args.settings.split(',') if s]
+                   or list(GRIDS[args.grid]))
   args.methods = [m for m in args.methods.split(',') if m]
   args.guard = [g == 'on' for g in args.guard.split(',') if g]
   unknown = set(args.settings) - set(SETTINGS)

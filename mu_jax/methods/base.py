@@ -82,6 +82,30 @@ class Method(NamedTuple):
   frozen: FrozenFn | None = None
 
 
+class Balance(NamedTuple):
+  """A method's knob between forgetting and keeping what it must keep.
+
+  The guard rails (mu_jax/guard.py) search one strength s: an attempt at s
+  runs with the learning rate times s and each of `fields` of the method's
+  config section moved by `tilt(value, s)` (s > 1 forgets harder). A method
+  module declares it as `BALANCE`; methods without one are searched on the
+  step size alone.
+
+  Attributes:
+    fields: config.method fields the knob sets.
+    tilt: `(configured value, strength) -> value`; the identity at s = 1.
+  """
+  fields: tuple[str, ...]
+  tilt: Callable[[float, float], float]
+
+
+def repair_weight(value: float, strength: float) -> float:
+  """A retain-side weight divided by the strength: with the learning rate
+  times the strength, the repair steps stay as configured while the
+  forgetting steps grow (RL, SalUn, SCRUB's min phase)."""
+  return value / strength
+
+
 class Context(NamedTuple):
   """Static facts the driver gives a method's `make`.
 

@@ -28,6 +28,17 @@ def _retain_term(logits_r: jax.Array, labels_r: jax.Array,
   return alpha * losses.cross_entropy(logits_r, labels_r)
 
 
+def _tilt_alpha(alpha: float, strength: float) -> float:
+  """The forget term's weight 1 - alpha times the strength, in [0, 1]."""
+  return min(1.0, max(0.0, 1.0 - (1.0 - alpha) * strength))
+
+
+# The guard rails' knob: the weight of the ascent term. Its softmax
+# saturates on a confident model (forget CE 0.003), where a larger step
+# alone barely moves it.
+BALANCE = base.Balance(('alpha',), _tilt_alpha)
+
+
 def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
   """Returns NegGrad+; `config.alpha` weights the retain term."""
   alpha = float(config.get('alpha', 0.95))

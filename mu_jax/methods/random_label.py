@@ -79,6 +79,11 @@ def _plain_apply(state, method_state, grads, model_state):
   return state.apply_gradients(grads, model_state)
 
 
+# The guard rails' knob: the retain loss's weight (alpha), so that a larger
+# step strengthens the random-label steps and leaves the repair as it was.
+BALANCE = base.Balance(('retain_weight',), base.repair_weight)
+
+
 def make(config: ml_collections.ConfigDict, ctx: base.Context, *,
          prepare=base.no_prepare,
          apply_gradients: ApplyGradients = _plain_apply) -> base.Method:

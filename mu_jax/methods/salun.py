@@ -152,6 +152,10 @@ def _masked_apply(state, method_state, grads, model_state):
                        model_state=model_state, opt_state=opt_state)
 
 
+# The guard rails' knob: RL's (the retain loss's weight).
+BALANCE = random_label.BALANCE
+
+
 def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
   """Returns SalUn; `config.mask_ratio` is the fraction of weights that move."""
   ratio = float(config.get('mask_ratio', 0.5))

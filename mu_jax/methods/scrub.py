@@ -86,6 +86,11 @@ def _lr_decay(plan, epochs: int, decay_epochs, rate: float) -> optax.Schedule:
   return optax.piecewise_constant_schedule(1.0, boundaries)
 
 
+# The guard rails' knob: the min phase's weights, so that a larger step
+# strengthens the max phase and leaves the repair as it was.
+BALANCE = base.Balance(('alpha', 'gamma'), base.repair_weight)
+
+
 def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
   """Returns SCRUB in `config.variant` (canonical or capstone)."""
   variant = config.get('variant', 'canonical')

@@ -68,6 +68,34 @@ def create(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
                                  COMPUTE_DTYPES[dtype_name], layers)
 
 
+# The smallest image side (pixels) each model takes, and why. The CNN's two
+# 2x2 max-pools floor a side below 4 to nothing, and its dense layer then has
+# no input; the ResNets pad their strided convolutions and pool globally, so
+# any side works.
+_MIN_SIDE = {'cnn': (4, 'its two 2x2 max-pools')}
+
+
+def check_image_shape(config: ml_collections.ConfigDict,
+                      image_shape: tuple[int, ...], source: str) -> None:
+  """Refuses images too small for the model, before anything is trained.
+
+  Args:
+    config: `config.model`.
+    image_shape: one image's shape, (height, width, channels).
+    source: names the data in the message (e.g. the file).
+
+  Raises:
+    errors.ConfigError: a side is below the model's minimum.
+  """
+  need, why = _MIN_SIDE.get(config.name, (1, ''))
+  height, width = image_shape[:2]
+  if min(height, width) < need:
+    raise errors.ConfigError(
+        f'{source} holds {height}x{width} images, but model {config.name!r} '
+        f'needs at least {need}x{need} ({why}); use larger images or a '
+        'ResNet (--config.model.name=resnet8)')
+
+
 def recipe(config: ml_collections.ConfigDict) -> dict:
   """The model settings trained weights depend on (checkpoint recipes, keys).
 

@@ -1,0 +1,128 @@
+"""Writes the evaluation grid's own datasets as npz files mu_jax can load.
+
+  python tools/make_eval_datasets.py runs/data
+  python main.py --config.data.path=runs/data/photo_tiles.npz \
+      --config.data.source=npz --config.data.name=photo_tiles
+
+Two small real-image datasets on which nothing in mu_jax was tuned
+(tools/robustness.py's evaluation grid, docs/RESULTS.md):
+
+* `photo_tiles.npz`: colour, built here. Ten photographs that the
+  scikit-image wheel ships (`skimage/data/`: astronaut, chelsea, coffee,
+  color, hubble_deep_field, ihc, motorcycle_left, retina, rocket, logo) are
+  cut into non-overlapping 16 x 16 RGB tiles; a tile's class is the
+  photograph it comes from. Nearly uniform tiles (pixel standard deviation
+  below 2, e.g. the black border of the retina) are dropped, and 500 tiles
+  per class are drawn with a seeded generator: 320 train, 80 test, so a test
+  tile never shares a pixel with a train tile.
+* `sklearn_digits.npz`: the 1,797 8 x 8 handwritten digits that the
+  scikit-learn wheel ships (`sklearn/datasets/data/digits.csv.gz`, values
+  0-16, scaled to 0-255), split stratified into 1,437 train / 360 test.
+
+The wheels are downloaded from PyPI with pip (no install) unless given with
+--skimage_wheel / --sklearn_wheel. Reading the photographs needs pillow.
+"""
+
+import argparse
+import glob
+import gzip
+import io
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+
+import numpy as np
+
+_PHOTOS = ('astronaut.png', 'chelsea.png', 'coffee.png', 'color.png',
+           'hubble_deep_field.jpg', 'ihc.png', 'motorcycle_left.png',
+           'retina.jpg', 'rocket.jpg', 'logo.png')
+_TILE = 16
+_TILES_PER_CLASS = 400
+_TEST_PER_CLASS = 80
+
+
+def _wheel(path: str | None, requirement: str, pattern: str, tmp: str) -> str:
+  if path:
+    return path
+  subprocess.run([sys.executable, '-m', 'pip', 'download', '--no-deps',
+                  '--quiet', requirement, '-d', tmp], check=True)
+  return glob.glob(os.path.join(tmp, pattern))[0]
+
+
+def _split(images, labels, test_per_class: int, rng):
+  """Stratified train / test, each shuffled (a prefix stays stratified)."""
+  test = np.concatenate([
+      rng.permutation(np.flatnonzero(labels == c))[:test_per_class]
+      for c in np.unique(labels)])
+  is_test = np.zeros(len(labels), bool)
+  is_test[test] = True
+  train = rng.permutation(np.flatnonzero(~is_test))
+  test = rng.permutation(test)
+  return {'train_images': images[train], 'train_labels': labels[train],
+          'test_images': images[test], 'test_labels': labels[test]}
+
+
+def photo_tiles(wheel: str, seed: int) -> dict[str, np.ndarray]:
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  images, labels = [], []
+  with zipfile.ZipFile(wheel) as archive:
+    for label, name in enumerate(_PHOTOS):
+      photo = Image.open(io.BytesIO(archive.read(f'skimage/data/{name}')))
+      if photo.mode == 'RGBA':  # The logo: onto white, as it is shown.
+        background = Image.new('RGBA', photo.size, (255, 255, 255, 255))
+        photo = Image.alpha_composite(background, photo)
+      pixels = np.asarray(photo.convert('RGB'))
+      rows, cols = pixels.shape[0] // _TILE, pixels.shape[1] // _TILE
+      tiles = pixels[:rows * _TILE, :cols * _TILE].reshape(
+          rows, _TILE, cols, _TILE, 3).swapaxes(1, 2).reshape(
+              -1, _TILE, _TILE, 3)
+      tiles = tiles[tiles.reshape(len(tiles), -1).std(axis=1) >= 2.0]
+      if len(tiles) < _TILES_PER_CLASS:
+        raise SystemExit(f'{name}: only {len(tiles)} tiles')
+      images.append(tiles[rng.permutation(len(tiles))[:_TILES_PER_CLASS]])
+      labels.append(np.full(_TILES_PER_CLASS, label, np.int32))
+  # Train and test tiles are distinct tiles: no shared pixels.
+  return _split(np.concatenate(images), np.concatenate(labels),
+                _TEST_PER_CLASS, rng)
+
+
+def sklearn_digits(wheel: str, seed: int) -> dict[str, np.ndarray]:
+  with zipfile.ZipFile(wheel) as archive:
+    raw = gzip.decompress(archive.read('sklearn/datasets/data/digits.csv.gz'))
+  table = np.loadtxt(io.BytesIO(raw), delimiter=',')
+  images = np.clip(np.round(table[:, :-1] * 16.0), 0, 255).astype(
+      np.uint8).reshape(-1, 8, 8, 1)
+  labels = table[:, -1].astype(np.int32)
+  return _split(images, labels, 36, np.random.default_rng(seed))
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('out', help='the folder to write the npz files to')
+  parser.add_argument('--skimage_wheel', help='a downloaded scikit-image wheel')
+  parser.add_argument('--sklearn_wheel', help='a downloaded scikit-learn wheel')
+  parser.add_argument('--seed', type=int, default=0)
+  args = parser.parse_args()
+  os.makedirs(args.out, exist_ok=True)
+  with tempfile.TemporaryDirectory() as tmp:
+    made = {
+        'photo_tiles': photo_tiles(_wheel(
+            args.skimage_wheel, 'scikit-image==0.26.0', 'scikit_image-*.whl',
+            tmp), args.seed),
+        'sklearn_digits': sklearn_digits(_wheel(
+            args.sklearn_wheel, 'scikit-learn==1.9.1', 'scikit_learn-*.whl',
+            tmp), args.seed)}
+  for name, arrays in made.items():
+    path = os.path.join(args.out, f'{name}.npz')
+    np.savez_compressed(path + '.tmp.npz', **arrays)
+    os.replace(path + '.tmp.npz', path)
+    print(f"{path}: {len(arrays['train_labels'])} train / "
+          f"{len(arrays['test_labels'])} test images, "
+          f"{arrays['train_images'].shape[1:]}")
+
+
+if __name__ == '__main__':
+  main()
