@@ -24,20 +24,18 @@ import atexit
 import errno
 import glob
 import json
-import logging as std_logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
-import types
 from unittest import mock
 
 import numpy as np
 from absl.testing import absltest
-from absl.testing import flagsaver
 
 from mu_jax import checkpoint as checkpoint_lib
 from mu_jax import errors
@@ -767,36 +765,53 @@ class OneLineMessagesTest(absltest.TestCase):
         OSError(errno.EBADF, 'Bad file descriptor'), '/x', 'a', 'b'))
 
   def test_orbax_noise_is_kept_out_unless_verbose(self):
-    # pylint: disable=g-import-not-at-top,protected-access
-    from orbax.checkpoint._src.serialization import serialization
-    from mu_jax import cli
-    # What a failed restore leaves (a checkpoint of another width): Orbax's
-    # reads of the other arrays, reported by Python when collected.
-    coroutine = serialization._read_array_index_and_device_put(
-        [], (), None, global_shape=(), new_shard_shape=(), dtype=None,
-        byte_limiter=None, strict=True, dll=None, memory_kind=None)
-    self.addCleanup(coroutine.close)
-    orbax_noise = types.SimpleNamespace(
-        exc_type=Exception, exc_value=Exception('Encountered error while '
-                                                'reading array index: ()'),
-        exc_traceback=None, err_msg=None, object=coroutine)
-    other = types.SimpleNamespace(
-        exc_type=ValueError, exc_value=ValueError('a bug'), exc_traceback=None,
-        err_msg=None, object=print)
-    record = std_logging.LogRecord(
-        'absl', std_logging.ERROR, '/site-packages/orbax/checkpoint/future.py',
-        387, 'RESOURCE_EXHAUSTED: Error writing "params"', (), None)
-    seen = []
-    with mock.patch.object(sys, 'unraisablehook', seen.append):
-      cli._quiet_closed_event_loops()
-      sys.unraisablehook(orbax_noise)
-      sys.unraisablehook(other)
-      self.assertEqual(seen, [other])
-      self.assertFalse(cli._DropLibraryInfo().filter(record))
-      with flagsaver.flagsaver(verbosity=1):  # --verbosity=1 shows both.
-        sys.unraisablehook(orbax_noise)
-        self.assertEqual(seen, [other, orbax_noise])
-        self.assertTrue(cli._DropLibraryInfo().filter(record))
+    # In its own process: mu_jax.cli defines absl flags (--batch_size...)
+    # that a benchmark module imported by another test may hold already.
+    script = textwrap.dedent("""
+        import logging as std_logging
+        import sys
+        import types
+        from unittest import mock
+        from absl import flags
+        from absl.testing import flagsaver
+        from orbax.checkpoint._src.serialization import serialization
+        from mu_jax import cli
+        flags.FLAGS(['test'])
+        # What a failed restore leaves (a checkpoint of another width):
+        # Orbax's reads of the other arrays, reported when collected.
+        coroutine = serialization._read_array_index_and_device_put(
+            [], (), None, global_shape=(), new_shard_shape=(), dtype=None,
+            byte_limiter=None, strict=True, dll=None, memory_kind=None)
+        orbax_noise = types.SimpleNamespace(
+            exc_type=Exception, exc_value=Exception(
+                'Encountered error while reading array index: ()'),
+            exc_traceback=None, err_msg=None, object=coroutine)
+        other = types.SimpleNamespace(
+            exc_type=ValueError, exc_value=ValueError('a bug'),
+            exc_traceback=None, err_msg=None, object=print)
+        record = std_logging.LogRecord(
+            'absl', std_logging.ERROR,
+            '/site-packages/orbax/checkpoint/future.py', 387,
+            'RESOURCE_EXHAUSTED: Error writing "params"', (), None)
+        seen = []
+        with mock.patch.object(sys, 'unraisablehook', seen.append):
+          cli._quiet_closed_event_loops()
+          sys.unraisablehook(orbax_noise)
+          sys.unraisablehook(other)
+          assert seen == [other], seen
+          assert not cli._DropLibraryInfo().filter(record)
+          with flagsaver.flagsaver(verbosity=1):  # Shows both.
+            sys.unraisablehook(orbax_noise)
+            assert seen == [other, orbax_noise], seen
+            assert cli._DropLibraryInfo().filter(record)
+        coroutine.close()
+        print('checked')
+        """)
+    proc = subprocess.run([sys.executable, '-c', script], cwd=_ROOT,
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=_ROOT))
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    self.assertIn('checked', proc.stdout)
 
   def test_report_on_a_full_disk_leaves_no_file(self):
     with tempfile.TemporaryDirectory() as tmp:
