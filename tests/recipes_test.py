@@ -280,6 +280,18 @@ class RecipesTest(parameterized.TestCase):
     self.assertEqual(config.split.mode, 'random')
     self.assertEqual(config.method.name, 'finetune')
 
+  def test_the_papers_protocol_by_default_and_guarded_apart(self):
+    # No guard rails and the whole test set as TA, as the papers report;
+    # `python main.py --config configs/cifar10_resnet18.py:salun` runs so.
+    for arg in ('salun', 'scrub,class_wise', None):
+      config = cifar10_resnet18.get_config(arg)
+      self.assertFalse(config.guard.enabled, arg)
+      self.assertEqual(config.split.val_fraction, 0.0, arg)
+    guarded = cifar10_resnet18.get_config('salun,guarded')
+    self.assertEqual(guarded.method.name, 'salun')
+    self.assertTrue(guarded.guard.enabled)
+    self.assertEqual(guarded.split.val_fraction, 0.2)
+
   def test_config_variants(self):
     config = cifar10_resnet18.get_config('scrub,class_wise')
     self.assertEqual(config.split.mode, 'class_wise')
