@@ -8,10 +8,15 @@ For each forgetting mode and method, a grid of the method's key
 hyperparameters (learning rate, epochs and the method's own knob: SalUn's
 mask ratio, SCRUB's max steps, Bad Teaching's temperature, ...) is searched
 on the tuning seed (`config.seed`), minimising the Avg. Gap to that seed's
-retrained model. The chosen setting and the default are then evaluated on
-`eval_seeds` other seeds, each with its own split, original and retrain
-model, so the reported numbers are not fit to their own test: a setting that
-only suits the tuning seed shows up as a worse mean on the others.
+retrained model measured on the split's validation slice (`split.val`: its
+TA and MIA use the held-out images, never the test set). The chosen setting
+and the default are then evaluated on `eval_seeds` other seeds, each with
+its own split, original and retrain model, on their test sets; class-wise,
+each also forgets other classes (the tuning classes shifted by the seed's
+offset), so that the evaluation is a new task, not the tuned one again. The
+reported numbers are therefore not fit to their own test: a setting that
+only suits the tuning seed and classes shows up as a worse mean on the
+others.
 
 The search and the evaluation run the methods without the guard rails, so
 that they measure the settings themselves (the guard would retry a bad
@@ -22,6 +27,7 @@ settings and the evaluation; `workdir/results.md` the tables.
 """
 
 import copy
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -40,6 +46,7 @@ from mu_jax import experiment
 from mu_jax import methods
 from mu_jax import parallel
 from mu_jax import report
+from mu_jax import splits as splits_lib
 from mu_jax import unlearn
 
 # Per method: (its own knob in config.method, the values searched).
@@ -127,23 +134,41 @@ class _Store:
                                             'result': result})
 
 
-class _Setting:
-  """One (mode, seed): its split, original and retrain models."""
+def validation_view(split: splits_lib.Split) -> splits_lib.Split:
+  """`split` with its validation slice in the place of its test set (and
+  the test set in the place of the validation slice), so that the metrics
+  of `evaluate.row` read the held-out images only."""
+  if not len(split.val):
+    raise errors.ConfigError(
+        'the tuner chooses on the validation slice, never on the test set: '
+        'set --config.split.val_fraction > 0')
+  return dataclasses.replace(split, test=split.val, val=split.test)
 
-  def __init__(self, config, dataset, mesh, mode: str, seed: int):
+
+class _Setting:
+  """One (mode, seed, classes): its split, original and retrain models.
+
+  `select`: the tuning setting, scored on its validation slice
+  (`validation_view`); else an evaluation setting, scored on its test set.
+  """
+
+  def __init__(self, config, dataset, mesh, mode: str, seed: int, *,
+               classes: Sequence[int] | None = None, select: bool = False):
     self.config = copy.deepcopy(config)
     with self.config.unlocked():
       self.config.seed = seed
       self.config.split.mode = mode
+      if classes is not None:
+        self.config.split.forget_classes = tuple(classes)
     self.dataset, self.mesh = dataset, mesh
     self.split = experiment.make_split(self.config, dataset)
+    self.scored = validation_view(self.split) if select else self.split
     exp = experiment.Experiment(self.config, dataset, mesh)
     self.original, _, retrained, _ = classifiers.train_classifiers(
         exp, self.split)
-    self.retrain_row = exp.evaluate(retrained, self.split,
-                                             'eval retrain')
-    self.original_row = exp.evaluate(self.original, self.split,
-                                              'eval original')
+    self.retrain_row = exp.evaluate(retrained, self.scored, 'eval retrain')
+    self.original_row = exp.evaluate(self.original, self.scored,
+                                     'eval original')
     self.original_row['avg_gap'] = evaluate.avg_gap(self.original_row,
                                                     self.retrain_row)
 
@@ -159,9 +184,19 @@ class _Setting:
       state, info, _ = unlearn.unlearn(exp, self.original, self.split)
     except errors.MuJaxError as e:  # E.g. a trial that diverges.
       return {'status': 'failed', 'error': f'{type(e).__name__}: {e}'}
-    row = exp.evaluate(state, self.split, 'eval unlearned')
+    row = exp.evaluate(state, self.scored, 'eval unlearned')
     row['avg_gap'] = evaluate.avg_gap(row, self.retrain_row)
     return {'status': 'ok', 'metrics': row, 'seconds': info['seconds']}
+
+
+def _held_out_classes(config, dataset, mode: str,
+                      offset: int) -> tuple[int, ...] | None:
+  """Class-wise: the tuning classes shifted by `offset` (a new task for the
+  evaluation); None in random mode."""
+  if mode != 'class_wise':
+    return None
+  return tuple(sorted({(int(c) + offset) % dataset.num_classes
+                       for c in config.split.forget_classes}))
 
 
 def _names(value: str) -> list[str]:
@@ -207,17 +242,30 @@ def run(config: ml_collections.ConfigDict, workdir: str = '') -> dict:
   from configs import default  # pylint: disable=g-import-not-at-top
   dataset, mesh = experiment.setup(config)
   store = _Store(workdir)
-  results, lines = {}, ['# Tuning with the retrain oracle', '',
-                        f'Tuned on seed {config.seed}, evaluated on seeds '
-                        f'{config.seed + 1}-{config.seed + tune.eval_seeds} '
-                        '(mean ± std); Avg. Gap to each seed\'s retrain '
-                        'model.', '']
+  results, held_outs = {}, {}
+  lines = ['# Tuning with the retrain oracle', '']
   for mode in _names(tune.modes):
-    setting = _Setting(config, dataset, mesh, mode, config.seed)
-    evals = [_Setting(config, dataset, mesh, mode, config.seed + i)
+    setting = _Setting(config, dataset, mesh, mode, config.seed,
+                       select=True)
+    evals = [_Setting(config, dataset, mesh, mode, config.seed + i,
+                      classes=_held_out_classes(config, dataset, mode, i))
              for i in range(1, tune.eval_seeds + 1)]
+    held_out = {'tuned_on': {'seed': config.seed,
+                             'split': setting.split.name,
+                             'scored_on': 'validation slice',
+                             'images': int(len(setting.split.val))},
+                'evaluated_on': [{'seed': ev.config.seed,
+                                  'split': ev.split.name,
+                                  'scored_on': 'test set'} for ev in evals]}
+    held_outs[mode] = held_out
     results[mode] = {}
-    lines += [f'## {mode}', '']
+    lines += [f'## {mode}', '',
+              f'Chosen on seed {config.seed} ({setting.split.name}), by the '
+              'Avg. Gap to its retrain model on its validation slice '
+              f'({len(setting.split.val)} held-out test images; never its '
+              'test set); evaluated on ' + ', '.join(
+                  f'seed {ev.config.seed} ({ev.split.name})' for ev in evals)
+              + ' on their test sets (mean ± std).', '']
     for name in names:
       base = default.method_config(name, mode, smoke=config.smoke,
                                    recipes=config.method_recipes)
@@ -225,7 +273,7 @@ def run(config: ml_collections.ConfigDict, workdir: str = '') -> dict:
       for trial in _grid(tune, name, base, config.seed):
         section = apply_trial(base, trial)
         key = {'kind': 'trial', 'mode': mode, 'seed': config.seed,
-               'split': setting.split.digest(),
+               'split': setting.split.digest(), 'scored_on': 'val',
                'method': json.loads(section.to_json())}
         result = store.get(key)
         if result is None:
@@ -256,7 +304,7 @@ def run(config: ml_collections.ConfigDict, workdir: str = '') -> dict:
           'chosen': json.loads(chosen.to_json()), 'evaluation': evaluation}
       chosen_text = (f"{best['trial']} (Avg. Gap "
                      f"{best['metrics']['avg_gap']:.2f} on seed "
-                     f'{config.seed})' if best else
+                     f"{config.seed}'s validation slice)" if best else
                      'none: every trial failed; the default is evaluated')
       lines += [f'### {name}', '', f'Chosen: {chosen_text}.', '',
                 _table([('original', [{'status': 'ok',
@@ -265,7 +313,7 @@ def run(config: ml_collections.ConfigDict, workdir: str = '') -> dict:
                         ('default', evaluation['default']),
                         ('tuned', evaluation['tuned'])]), '']
   payload = {'config': json.loads(config.to_json()), 'methods': names,
-             'results': results, 'workdir': workdir,
+             'results': results, 'held_out': held_outs, 'workdir': workdir,
              'seconds': time.perf_counter() - start,
              'versions': report.versions(), 'device': report.device_info()}
   payload['table'] = '\n'.join(lines)

@@ -1,11 +1,16 @@
 """Tuning with the retrain oracle (mu_jax/tune.py) on the smoke config."""
 
+import copy
+import dataclasses
 import tempfile
 from unittest import mock
 
+import numpy as np
 from absl.testing import absltest
 
 from configs import tune as tune_config
+from mu_jax import experiment
+from mu_jax import splits as splits_lib
 from mu_jax import tune
 
 
@@ -42,6 +47,54 @@ class GridTest(absltest.TestCase):
 
 
 class RunTest(absltest.TestCase):
+
+  def test_the_search_never_reads_the_test_set(self):
+    # Every evaluation on the tuning seed scores the validation slice; the
+    # test set is read on the evaluation seeds only, which forget other
+    # classes class-wise.
+    seen = []
+    real = experiment.Experiment.evaluate
+
+    def spy(exp, state, split, desc='eval'):
+      seen.append((exp.config.seed, tuple(exp.config.split.forget_classes),
+                   split))
+      return real(exp, state, split, desc)
+
+    with tempfile.TemporaryDirectory() as tmp:
+      config = tune_config.get_config('smoke')
+      config.checkpoint_dir = f'{tmp}/checkpoints'
+      config.tune.modes = 'class_wise'
+      config.tune.budget = 2
+      with mock.patch.object(experiment.Experiment, 'evaluate', spy):
+        out = tune.run(config, f'{tmp}/tune')
+      setting = copy.deepcopy(config)
+      setting.split.mode = 'class_wise'
+      real_split = experiment.make_split(setting,
+                                         experiment.setup(setting)[0])
+    on_tuning_seed = [s for seed, _, s in seen if seed == config.seed]
+    self.assertNotEmpty(on_tuning_seed)
+    for split in on_tuning_seed:
+      np.testing.assert_array_equal(split.test, real_split.val)
+      self.assertEmpty(np.intersect1d(split.test, real_split.test))
+    evaluation = [(seed, classes) for seed, classes, _ in seen
+                  if seed != config.seed]
+    self.assertNotEmpty(evaluation)
+    for seed, classes in evaluation:
+      self.assertNotEqual(classes, tuple(config.split.forget_classes))
+    held_out = out['held_out']['class_wise']
+    self.assertEqual(held_out['tuned_on']['scored_on'], 'validation slice')
+    self.assertIn('validation slice', out['table'])
+
+  def test_validation_view_swaps_test_and_val(self):
+    split = splits_lib.Split(mode='random', seed=0, forget=[0], retain=[1, 2],
+                             test=[0, 1, 2], forget_test=[],
+                             forget_classes=(), val=[3, 4])
+    view = tune.validation_view(split)
+    np.testing.assert_array_equal(view.test, [3, 4])
+    np.testing.assert_array_equal(view.val, [0, 1, 2])
+    with self.assertRaisesRegex(ValueError, 'val_fraction'):
+      tune.validation_view(dataclasses.replace(split, test=[0, 1, 2, 3, 4],
+                                               val=[]))
 
   def test_smoke_tuning_picks_the_best_trial_and_resumes(self):
     with tempfile.TemporaryDirectory() as tmp:
