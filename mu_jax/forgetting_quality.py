@@ -9,11 +9,11 @@ their own), runs the unlearning method N times from the same original model
 (the run's own and N - 1 with seeds of their own for the method's
 randomness: batch order, random labels, teachers), and scores
 
-* F, `mia.forgetting_quality` on the forget set's logit-scaled confidences
+* F, `challenge.forgetting_quality` on the forget set's logit-scaled confidences
   (log p_y - log sum_{k != y} p_k), with the per-example epsilon histogram;
 * the challenge's final score, F x (RA_u / RA_r) x (TA_u / TA_r), with
   the mean retain and test accuracies of the unlearned and retrained models;
-* a U-LiRA-style per-example attack (`mia.ulira_attack`) when N >= 3.
+* a U-LiRA-style per-example attack (`challenge.ulira_attack`) when N >= 3.
 
 Cost: N - 1 more retrain models (checkpointed and reused like the run's own)
 and N - 1 more unlearning runs, whose outputs are kept in
@@ -44,7 +44,7 @@ from mu_jax import classifiers
 from mu_jax import errors
 from mu_jax import evaluate
 from mu_jax import methods
-from mu_jax import mia
+from mu_jax import challenge
 from mu_jax import multiseed
 from mu_jax import parallel
 from mu_jax import splits as splits_lib
@@ -167,8 +167,8 @@ def measure(exp: Experiment, split: splits_lib.Split, original, retrained,
       exp, split, original, unlearned, count,
       os.path.join(workdir, 'forgetting_quality'))
   stack = lambda outs: np.stack([o['confidence'] for o in outs])
-  quality = mia.forgetting_quality(stack(unlearn_out), stack(retrain_out))
-  score = mia.challenge_score(
+  quality = challenge.forgetting_quality(stack(unlearn_out), stack(retrain_out))
+  score = challenge.challenge_score(
       quality.score, [o['retain_acc'] for o in unlearn_out],
       [o['retain_acc'] for o in retrain_out],
       [o['test_acc'] for o in unlearn_out],
@@ -176,7 +176,7 @@ def measure(exp: Experiment, split: splits_lib.Split, original, retrained,
   edges, counts = quality.histogram()
   ulira = None
   if count >= 3:
-    attack = mia.ulira_attack(stack(unlearn_out), stack(retrain_out))
+    attack = challenge.ulira_attack(stack(unlearn_out), stack(retrain_out))
     ulira = {'auc': float(attack['auc']),
              'tpr_at_1pct_fpr': float(attack['tpr_at_1pct_fpr'])}
   return {'models': count, 'forgetting_quality': float(quality.score),

@@ -8,7 +8,7 @@ import numpy as np
 from scipy import stats
 from sklearn import metrics
 
-from mu_jax import mia
+from mu_jax import challenge
 
 _DELTA = 1e-5
 
@@ -17,7 +17,7 @@ _DELTA = 1e-5
 # challenge's per-example epsilon and score (metric.py): pure-Python loops
 # over examples and thresholds, the rule families written the reference's
 # way (positive / negative, swapped for the window family), and none of
-# mia.py's helpers (no sorting, no searchsorted, no error-count table).
+# challenge.py's helpers (no sorting, no searchsorted, no error-count table).
 
 
 def _naive_threshold_epsilon(fpr, fnr, delta):
@@ -120,7 +120,7 @@ class LogitScaledConfidenceTest(parameterized.TestCase):
     # softmax([2, 1, 0]) = [e^2, e, 1] / Z: log(e^2 / (e + 1)) = 2 - log(1+e);
     # for label 2, log(1 / (e^2 + e)) = -(1 + log(1 + e)); uniform 3 classes
     # give log((1/3) / (2/3)) = -log 2.
-    confidence = mia.logit_scaled_confidence(
+    confidence = challenge.logit_scaled_confidence(
         [[2.0, 1.0, 0.0], [2.0, 1.0, 0.0], [0.5, 0.5, 0.5]], [0, 2, 1])
     np.testing.assert_allclose(
         confidence,
@@ -134,7 +134,7 @@ class LogitScaledConfidenceTest(parameterized.TestCase):
     # the challenge's +1e-45 version saturates at log(1e45) = 103.6; label 1
     # gives 0 - log(e^1000 + 1) = -1000 to float precision; [-1000, 1000, 0]
     # with label 0 gives -1000 - 1000 = -2000.
-    confidence = mia.logit_scaled_confidence(
+    confidence = challenge.logit_scaled_confidence(
         np.array([[1000.0, 0.0, 0.0], [1000.0, 0.0, 0.0],
                   [-1000.0, 1000.0, 0.0]], dtype=np.float32), [0, 1, 0])
     np.testing.assert_allclose(confidence,
@@ -150,12 +150,12 @@ class LogitScaledConfidenceTest(parameterized.TestCase):
     p_true = probs[np.arange(50), labels]
     expected = np.log(p_true) - np.log(probs.sum(axis=1) - p_true)
     np.testing.assert_allclose(
-        mia.logit_scaled_confidence(logits, labels), expected, rtol=1e-9,
+        challenge.logit_scaled_confidence(logits, labels), expected, rtol=1e-9,
         atol=1e-12)
 
   def test_two_classes_is_the_logit_margin(self):
     np.testing.assert_allclose(
-        mia.logit_scaled_confidence([[3.0, -1.5], [0.25, 2.0]], [0, 0]),
+        challenge.logit_scaled_confidence([[3.0, -1.5], [0.25, 2.0]], [0, 0]),
         [4.5, -1.75], rtol=1e-12)
 
   @parameterized.named_parameters(
@@ -169,7 +169,7 @@ class LogitScaledConfidenceTest(parameterized.TestCase):
   )
   def test_errors(self, args, message):
     with self.assertRaisesRegex(ValueError, message):
-      mia.logit_scaled_confidence(*args)
+      challenge.logit_scaled_confidence(*args)
 
 
 class EpsilonBucketTest(parameterized.TestCase):
@@ -191,15 +191,15 @@ class EpsilonBucketTest(parameterized.TestCase):
   )
   def test_boundaries(self, num_models, epsilons, expected):
     np.testing.assert_array_equal(
-        mia.epsilon_bucket_scores(epsilons, num_models), expected)
+        challenge.epsilon_bucket_scores(epsilons, num_models), expected)
 
   def test_max_epsilon(self):
-    self.assertEqual(mia.challenge_max_epsilon(2), 0.0)
-    self.assertEqual(mia.challenge_max_epsilon(4), 2.0)
-    self.assertEqual(mia.challenge_max_epsilon(512), 7.0)
+    self.assertEqual(challenge.challenge_max_epsilon(2), 0.0)
+    self.assertEqual(challenge.challenge_max_epsilon(4), 2.0)
+    self.assertEqual(challenge.challenge_max_epsilon(512), 7.0)
 
   def test_histogram(self):
-    quality = mia.ForgettingQuality(
+    quality = challenge.ForgettingQuality(
         score=0.0, epsilons=np.array([0.0, 0.5, 0.7, 1.9, 2.0, 50.0]),
         example_scores=np.zeros(6), max_epsilon=2.0)
     edges, counts = quality.histogram()
@@ -214,7 +214,7 @@ class EpsilonBucketTest(parameterized.TestCase):
   )
   def test_errors(self, args, message):
     with self.assertRaisesRegex(ValueError, message):
-      mia.epsilon_bucket_scores(*args)
+      challenge.epsilon_bucket_scores(*args)
 
 
 class ForgettingQualityTest(parameterized.TestCase):
@@ -222,7 +222,7 @@ class ForgettingQualityTest(parameterized.TestCase):
   def test_identical_samples_score_one(self):
     rng = np.random.default_rng(0)
     confs = rng.normal(0.0, 2.0, (8, 12))
-    quality = mia.forgetting_quality(confs, confs.copy())
+    quality = challenge.forgetting_quality(confs, confs.copy())
     np.testing.assert_array_equal(quality.epsilons, np.zeros(12))
     self.assertEqual(quality.score, 1.0)
     np.testing.assert_array_equal(quality.example_scores, np.ones(12))
@@ -232,7 +232,7 @@ class ForgettingQualityTest(parameterized.TestCase):
     unlearned = rng.normal(0.0, 1.0, (8, 6))
     retrained = rng.normal(0.0, 1.0, (8, 6)) + 20.0
     for args in ((unlearned, retrained), (retrained, unlearned)):
-      quality = mia.forgetting_quality(*args)
+      quality = challenge.forgetting_quality(*args)
       np.testing.assert_array_equal(quality.epsilons, np.full(6, 50.0))
       self.assertEqual(quality.score, 0.0)
 
@@ -241,12 +241,12 @@ class ForgettingQualityTest(parameterized.TestCase):
     unlearned = _column([0.5, 0.503, 0.509, 0.505])
     retrained = _column([0.0, 0.5, 0.7, 1.0])
     self.assertEqual(
-        mia.forgetting_quality(unlearned, retrained).epsilons[0], 50.0)
+        challenge.forgetting_quality(unlearned, retrained).epsilons[0], 50.0)
     self.assertEqual(
-        mia.forgetting_quality(retrained, unlearned).epsilons[0], 50.0)
+        challenge.forgetting_quality(retrained, unlearned).epsilons[0], 50.0)
     # A constant column has range 0 < 1% of any positive range.
     self.assertEqual(
-        mia.forgetting_quality(_column([0.5] * 4), retrained).epsilons[0],
+        challenge.forgetting_quality(_column([0.5] * 4), retrained).epsilons[0],
         50.0)
 
   def test_range_ratio_cap_is_strict(self):
@@ -255,13 +255,13 @@ class ForgettingQualityTest(parameterized.TestCase):
     # Shrunk to 0.24 (ratio 0.0096) the example gets the cap.
     retrained = _column([0.0, 25.0, 1.1, 1.2])
     unlearned = _column([1.0, 1.25, 1.0, 1.25])
-    epsilon = mia.forgetting_quality(unlearned, retrained).epsilons[0]
+    epsilon = challenge.forgetting_quality(unlearned, retrained).epsilons[0]
     self.assertLess(epsilon, 50.0)
     self.assertEqual(
         epsilon, _naive_forgetting_quality(unlearned, retrained)[0][0])
     shrunk = _column([1.0, 1.24, 1.0, 1.24])
     self.assertEqual(
-        mia.forgetting_quality(shrunk, retrained).epsilons[0], 50.0)
+        challenge.forgetting_quality(shrunk, retrained).epsilons[0], 50.0)
 
   def test_single_threshold_is_inclusive(self):
     # p = [0, 5.001 x3] (median 5.001) is positive against n = [0, 5, 5,
@@ -273,7 +273,7 @@ class ForgettingQualityTest(parameterized.TestCase):
     # (The challenge's float32 grid has t = 5.00099993, the same split.)
     p = _column([0.0, 5.001, 5.001, 5.001])
     n = _column([0.0, 5.0, 5.0, 5.001])
-    self.assertAlmostEqual(mia.forgetting_quality(n, p).epsilons[0],
+    self.assertAlmostEqual(challenge.forgetting_quality(n, p).epsilons[0],
                            math.log(3.0 - 4.0 * _DELTA), places=12)
 
   def test_window_edges_are_inclusive(self):
@@ -289,16 +289,16 @@ class ForgettingQualityTest(parameterized.TestCase):
     q = _column([-0.005, 0.5, 1.005, 4.0, 5.0])
     for unlearned, retrained in ((w, q), (q, w)):
       self.assertAlmostEqual(
-          mia.forgetting_quality(unlearned, retrained).epsilons[0],
+          challenge.forgetting_quality(unlearned, retrained).epsilons[0],
           math.log(4.0 - 5.0 * _DELTA), places=12)
 
   def test_constant_columns(self):
     # Both ranges 0: 0 / 0 is not < 1%, so the rules run. Different values
     # are separated by a single threshold; equal ones by nothing (the
     # challenge's assert would fail; epsilon 0 here).
-    self.assertEqual(mia.forgetting_quality(
+    self.assertEqual(challenge.forgetting_quality(
         _column([0.0] * 4), _column([1.0] * 4)).epsilons[0], 50.0)
-    self.assertEqual(mia.forgetting_quality(
+    self.assertEqual(challenge.forgetting_quality(
         _column([0.3] * 4), _column([0.3] * 4)).epsilons[0], 0.0)
 
   @parameterized.parameters(1e-5, 1e-3)
@@ -319,7 +319,7 @@ class ForgettingQualityTest(parameterized.TestCase):
     n = _column([0.0, 1.5, 2.5, 3.5])
     expected = math.log(2.0 - 4.0 * delta)
     for unlearned, retrained in ((n, p), (p, n)):
-      quality = mia.forgetting_quality(unlearned, retrained, delta=delta)
+      quality = challenge.forgetting_quality(unlearned, retrained, delta=delta)
       self.assertAlmostEqual(quality.epsilons[0], expected, places=12)
       self.assertEqual(quality.score, 0.5)
       self.assertEqual(quality.max_epsilon, 2.0)
@@ -328,7 +328,7 @@ class ForgettingQualityTest(parameterized.TestCase):
 
   def test_two_models_always_score_zero(self):
     confs = np.array([[0.0, 1.0], [1.0, 3.0]])
-    quality = mia.forgetting_quality(confs, confs)
+    quality = challenge.forgetting_quality(confs, confs)
     np.testing.assert_array_equal(quality.epsilons, [0.0, 0.0])
     self.assertEqual(quality.max_epsilon, 0.0)
     self.assertEqual(quality.score, 0.0)
@@ -336,8 +336,8 @@ class ForgettingQualityTest(parameterized.TestCase):
   def test_bound_follows_the_unlearned_model_count(self):
     rng = np.random.default_rng(2)
     few, many = rng.normal(size=(3, 2)), rng.normal(size=(30, 2))
-    self.assertEqual(mia.forgetting_quality(few, many).max_epsilon, 1.0)
-    self.assertEqual(mia.forgetting_quality(many, few).max_epsilon, 4.0)
+    self.assertEqual(challenge.forgetting_quality(few, many).max_epsilon, 1.0)
+    self.assertEqual(challenge.forgetting_quality(many, few).max_epsilon, 4.0)
 
   @parameterized.named_parameters(
       # (unlearned models, retrained models, examples, rounding, per unit).
@@ -365,7 +365,7 @@ class ForgettingQualityTest(parameterized.TestCase):
       unlearned[:, 0] = retrained[:num_u, 0] if num_u <= num_r else np.resize(
           retrained[:, 0], num_u)
       retrained[:, 1] = np.resize(-unlearned[:, 1], num_r)
-      quality = mia.forgetting_quality(unlearned, retrained,
+      quality = challenge.forgetting_quality(unlearned, retrained,
                                        thresholds_per_unit=per_unit)
       naive_epsilons, naive_score = _naive_forgetting_quality(
           unlearned, retrained, per_unit=per_unit)
@@ -380,12 +380,12 @@ class ForgettingQualityTest(parameterized.TestCase):
   def test_options(self):
     p = _column([1.0, 2.0, 3.0, 4.0])
     n = _column([0.0, 1.5, 2.5, 3.5])
-    self.assertEqual(mia.forgetting_quality(
+    self.assertEqual(challenge.forgetting_quality(
         n, p + 20.0, epsilon_cap=10.0).epsilons[0], 10.0)
     # delta = 0 gives log 2 exactly.
     self.assertAlmostEqual(
-        mia.forgetting_quality(n, p, delta=0.0).epsilons[0], math.log(2.0),
-        places=14)
+        challenge.forgetting_quality(n, p, delta=0.0).epsilons[0],
+        math.log(2.0), places=14)
 
   @parameterized.named_parameters(
       ('one_d', (np.zeros(4), np.zeros((4, 1))), '2-D'),
@@ -396,7 +396,7 @@ class ForgettingQualityTest(parameterized.TestCase):
   )
   def test_errors(self, args, message):
     with self.assertRaisesRegex(ValueError, message):
-      mia.forgetting_quality(*args)
+      challenge.forgetting_quality(*args)
 
   @parameterized.named_parameters(
       ('delta', {'delta': 1.0}, 'delta'),
@@ -405,22 +405,22 @@ class ForgettingQualityTest(parameterized.TestCase):
   )
   def test_keyword_errors(self, kwargs, message):
     with self.assertRaisesRegex(ValueError, message):
-      mia.forgetting_quality(np.zeros((3, 2)), np.ones((3, 2)), **kwargs)
+      challenge.forgetting_quality(np.zeros((3, 2)), np.ones((3, 2)), **kwargs)
 
 
 class ChallengeScoreTest(parameterized.TestCase):
 
   def test_golden(self):
     # 0.5 * (0.72 / 0.8) * (0.6 / 0.75) = 0.5 * 0.9 * 0.8 = 0.36.
-    self.assertAlmostEqual(mia.challenge_score(0.5, 0.72, 0.8, 0.6, 0.75),
+    self.assertAlmostEqual(challenge.challenge_score(0.5, 0.72, 0.8, 0.6, 0.75),
                            0.36, places=12)
 
   def test_per_model_accuracies_are_averaged(self):
-    quality = mia.ForgettingQuality(
+    quality = challenge.ForgettingQuality(
         score=0.5, epsilons=np.zeros(1), example_scores=np.ones(1),
         max_epsilon=2.0)
     self.assertAlmostEqual(
-        mia.challenge_score(quality, [0.70, 0.74], [0.8, 0.8, 0.8],
+        challenge.challenge_score(quality, [0.70, 0.74], [0.8, 0.8, 0.8],
                             np.array([0.6]), 0.75),
         0.36, places=12)
 
@@ -434,7 +434,7 @@ class ChallengeScoreTest(parameterized.TestCase):
   )
   def test_errors(self, args, message):
     with self.assertRaisesRegex(ValueError, message):
-      mia.challenge_score(*args)
+      challenge.challenge_score(*args)
 
 
 class UliraAttackTest(parameterized.TestCase):
@@ -444,7 +444,7 @@ class UliraAttackTest(parameterized.TestCase):
     rng = np.random.default_rng(0)
     unlearned = rng.normal(0.5, 1.0, (5, 3))
     retrained = rng.normal(0.0, 2.0, (4, 3))
-    result = mia.ulira_attack(unlearned, retrained)
+    result = challenge.ulira_attack(unlearned, retrained)
 
     def log_ratio(x, unlearned_fit, retrained_fit):
       return (stats.norm.logpdf(x, unlearned_fit.mean(0), unlearned_fit.std(0))
@@ -481,7 +481,7 @@ class UliraAttackTest(parameterized.TestCase):
     scales = rng.uniform(0.5, 2.0, 100)
     unlearned = rng.normal(means, scales, (50, 100))
     retrained = rng.normal(means, scales, (50, 100))
-    result = mia.ulira_attack(unlearned, retrained)
+    result = challenge.ulira_attack(unlearned, retrained)
     self.assertAlmostEqual(result['auc'], 0.5, delta=0.03)
     self.assertAlmostEqual(result['accuracy'], 0.5, delta=0.03)
     self.assertLess(result['tpr_at_1pct_fpr'], 0.05)
@@ -490,7 +490,7 @@ class UliraAttackTest(parameterized.TestCase):
     rng = np.random.default_rng(1)
     unlearned = rng.normal(5.0, 0.1, (10, 20))
     retrained = rng.normal(0.0, 0.1, (12, 20))
-    result = mia.ulira_attack(unlearned, retrained)
+    result = challenge.ulira_attack(unlearned, retrained)
     self.assertEqual(result['auc'], 1.0)
     self.assertEqual(result['tpr_at_1pct_fpr'], 1.0)
     self.assertEqual(result['accuracy'], 1.0)
@@ -498,7 +498,7 @@ class UliraAttackTest(parameterized.TestCase):
 
   def test_constant_confidences_stay_finite(self):
     confs = np.full((4, 3), 2.0)
-    result = mia.ulira_attack(confs, confs)
+    result = challenge.ulira_attack(confs, confs)
     self.assertTrue(np.all(np.isfinite(result['unlearned_scores'])))
     self.assertEqual(result['auc'], 0.5)
 
@@ -509,11 +509,11 @@ class UliraAttackTest(parameterized.TestCase):
   )
   def test_errors(self, args, message):
     with self.assertRaisesRegex(ValueError, message):
-      mia.ulira_attack(*args)
+      challenge.ulira_attack(*args)
 
   def test_std_floor_error(self):
     with self.assertRaisesRegex(ValueError, 'std_floor'):
-      mia.ulira_attack(np.zeros((3, 1)), np.zeros((3, 1)), std_floor=0.0)
+      challenge.ulira_attack(np.zeros((3, 1)), np.zeros((3, 1)), std_floor=0.0)
 
 
 if __name__ == '__main__':
