@@ -62,6 +62,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.split.forget_num = 0  # Random mode: forget set size; 0 = fraction.
   config.split.forget_fraction = 0.1  # Random mode, when forget_num is 0.
   config.split.forget_classes = (0,)  # Class-wise mode: classes to forget.
+  # Class-wise mode: if > 0, the number of train images the forgotten
+  # classes have (Unlearn-Saliency's --num_indexes_to_replace); mu_jax
+  # forgets whole classes, so another number is an error.
+  config.split.class_wise_count = 0
   config.split.saved_data_path = ''  # Folder to save / reload the split in.
   # Fraction of the test set (outside the forgotten classes) held out as a
   # validation set: the guard rails and the tuner select on it, and test

@@ -105,6 +105,29 @@ _SHORTCUTS = {
 for _name, (_path, _) in _SHORTCUTS.items():
   flags.DEFINE_string(_name, None, f'Shortcut for --config.{_path}.')
 
+# The flags of OPTML-Group/Unlearn-Saliency (SalUn's code, the most-cited
+# PyTorch unlearning code), where they map cleanly; its --seed is ours.
+# flag -> (config path, converter), as `_SHORTCUTS`; --unlearn and
+# --class_to_replace are read by `_resolve_config`.
+_SALUN_SHORTCUTS = {
+    'unlearn_epochs': ('method.epochs', _whole_number),
+    'unlearn_lr': ('method.optim.lr', _number),
+}
+for _name, (_path, _) in _SALUN_SHORTCUTS.items():
+  flags.DEFINE_string(_name, None, f'Unlearn-Saliency\'s flag: '
+                      f'--config.{_path}.')
+flags.DEFINE_string('unlearn', None, "Unlearn-Saliency's flag: --method "
+                    '(FT, GA, RL, retrain... are read as finetune, neggrad, '
+                    'random_label, retrain).')
+flags.DEFINE_string('class_to_replace', None,
+                    "Unlearn-Saliency's flag: -1 forgets random examples "
+                    '(--mode random), a class index that class '
+                    '(--mode class_wise --forget_class C).')
+flags.DEFINE_string('num_indexes_to_replace', None,
+                    "Unlearn-Saliency's flag: random mode, --forget_num; "
+                    'class-wise, the number of train images of the class '
+                    '(checked: mu_jax forgets whole classes).')
+
 
 def _set(config, path: str, value):
   *parents, leaf = path.split('.')
@@ -120,7 +143,7 @@ def _apply_shortcuts(config, method_only: bool = False):
     config: the config (unlocked).
     method_only: only those inside `config.method`.
   """
-  for name, (path, convert) in _SHORTCUTS.items():
+  for name, (path, convert) in {**_SHORTCUTS, **_SALUN_SHORTCUTS}.items():
     value = flags.FLAGS[name].value
     if (value is None or name == 'method'  # Installed by _resolve_config.
         or method_only != path.startswith('method.')):
@@ -131,6 +154,52 @@ def _apply_shortcuts(config, method_only: bool = False):
       raise errors.ConfigError(
           f'--{name}={value!r} is not valid ({e})') from None
     _set(config, path, converted)
+
+
+def _method_flag() -> str | None:
+  """--method, or Unlearn-Saliency's --unlearn (both: they must agree)."""
+  from mu_jax import methods  # pylint: disable=g-import-not-at-top
+  method, unlearn = flags.FLAGS.method, flags.FLAGS.unlearn
+  if method is not None and unlearn is not None and (
+      methods.canonical_name(method) != methods.canonical_name(unlearn)):
+    raise errors.ConfigError(f'--method {method} and --unlearn {unlearn} name '
+                             'different methods; give one of them')
+  return method if method is not None else unlearn
+
+
+def _apply_salun_split_flags(config):
+  """Unlearn-Saliency's --class_to_replace and --num_indexes_to_replace.
+
+  Its random forgetting is `--class_to_replace -1 --num_indexes_to_replace
+  N`, its class-wise forgetting `--class_to_replace C` with N the class's
+  train images (4500 of CIFAR-10's 45,000); mu_jax forgets whole classes, so
+  N is checked against the class's count once the data is loaded
+  (`split.class_wise_count`).
+  """
+  target, count = (flags.FLAGS.class_to_replace,
+                   flags.FLAGS.num_indexes_to_replace)
+  if target is None and count is None:
+    return
+  try:
+    target = None if target is None else _whole_number(target)
+    count = None if count is None else _at_least_one(_whole_number(count))
+  except errors.ConfigError as e:
+    raise errors.ConfigError(
+        f'--class_to_replace={flags.FLAGS.class_to_replace!r} / '
+        f'--num_indexes_to_replace={flags.FLAGS.num_indexes_to_replace!r} '
+        f'is not valid ({e})') from None
+  if target is not None and target < -1:
+    raise errors.ConfigError(
+        f'--class_to_replace={target}: use -1 (random forgetting) or a class '
+        'index')
+  if target is not None and target >= 0:
+    config.split.mode = 'class_wise'
+    config.split.forget_classes = (target,)
+    config.split.class_wise_count = count or 0
+  else:
+    config.split.mode = 'random'
+    if count is not None:
+      config.split.forget_num = count
 
 
 def _resolve_config(config):
@@ -144,14 +213,16 @@ def _resolve_config(config):
   `--config.method.*` and method shortcut flags are applied on top.
   """
   from configs import default  # pylint: disable=g-import-not-at-top
+  method_flag = _method_flag()
   with config.unlocked():
     _apply_shortcuts(config)
+    _apply_salun_split_flags(config)
     if config.split.mode == 'classwise':
       config.split.mode = 'class_wise'
-    name = flags.FLAGS.method or config.method.name
-    if (flags.FLAGS.method is not None
+    name = method_flag or config.method.name
+    if (method_flag is not None
         or config.method.get('mode') != config.split.mode):
-      if flags.FLAGS.method is None:
+      if method_flag is None:
         logging.info('using %s\'s %s defaults (configs/%s.py)', name,
                      config.split.mode, name)
       config.method = default.method_config(
@@ -540,6 +611,29 @@ def _stdout_failed(error: OSError) -> None:
         f'({error.strerror or error}); {fix}')
 
 
+# absl's help flags; they print the flags and end with status 1, which
+# `run` turns into 0 after the methods, modes and where the fields are.
+_HELP_FLAGS = ('-h', '--help', '-help', '-?', '--helpshort', '-helpshort',
+               '--helpfull', '-helpfull')
+
+
+def _help_epilogue() -> str:
+  """What --help adds to absl's list of flags."""
+  from mu_jax import methods  # pylint: disable=g-import-not-at-top
+  aliases = ', '.join(f'{a} = {m}' for a, m in sorted(methods.ALIASES.items())
+                      if a != m)
+  return '\n'.join([
+      '',
+      'methods (--method, or --unlearn): ' + ', '.join(methods.AVAILABLE),
+      f'  aliases: {aliases}',
+      'modes (--mode): random, class_wise',
+      'config fields (--config.a.b=value): every one is commented in '
+      'configs/default.py; a method\'s own in configs/<method>.py',
+      'exit status: 0 done, 2 bad input, 3 ran but did not forget '
+      '(NOT FORGOTTEN), 130 interrupted, 141 closed pipe; see README.md',
+  ])
+
+
 def run():
   """The `mu-jax` command (and `python main.py`): parses flags, runs main.
 
@@ -563,14 +657,18 @@ def run():
   stdout = sys.stdout
   if not isinstance(stdout, _WatchedStdout):
     sys.stdout = _WatchedStdout(stdout)
+  help_asked = any(arg.split('=')[0] in _HELP_FLAGS for arg in sys.argv[1:])
   try:
     try:
       app.run(main, flags_parser=_parse_flags)
-    except SystemExit:
+    except SystemExit as e:
+      if help_asked and e.code == 1:  # absl ends its help with status 1.
+        print(_help_epilogue())
+        e = SystemExit(0)
       # What is still buffered is written here, where a failure can be
       # reported, rather than by Python at exit, which prints a traceback.
       sys.stdout.flush()
-      raise
+      raise e
   except KeyboardInterrupt:
     _interrupted()
   except OSError as e:

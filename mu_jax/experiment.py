@@ -255,6 +255,16 @@ def make_split(config: ml_collections.ConfigDict,
   With `--saved_data_path`, only process 0 of a multi-process run saves it
   (the others draw the same split, or read the saved one).
   """
+  count = config.split.get('class_wise_count', 0)
+  if config.split.mode == 'class_wise' and count:
+    classes = tuple(config.split.forget_classes)
+    have = int(np.isin(dataset.train_labels, classes).sum())
+    if have != count:
+      names = ', '.join(map(str, classes))
+      raise ConfigError(
+          f'--num_indexes_to_replace {count}: class {names} has {have} train '
+          'images and mu_jax forgets whole classes; drop the flag or set it '
+          f'to {have}')
   return splits_lib.get_split(
       dataset.train_labels, dataset.test_labels, dataset.num_classes,
       dataset.fingerprint(), mode=config.split.mode,

@@ -110,6 +110,28 @@ class MainTest(absltest.TestCase):
     self.assertEqual(allowed.returncode, 0, allowed.stderr[-2000:])
     self.assertTrue(allowed.stdout.startswith('NOT FORGOTTEN: '))
 
+  def test_unlearn_saliency_flags(self):
+    # OPTML-Group/Unlearn-Saliency's spelling of random forgetting.
+    proc = _main(self.tmp, f'--workdir={self.tmp}/salun_flags', '--unlearn',
+                 'RL', '--unlearn_epochs', '1', '--unlearn_lr', '0.013',
+                 '--class_to_replace', '-1', '--num_indexes_to_replace', '50')
+    self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+    with open(f'{self.tmp}/salun_flags/report.json') as f:
+      report = json.load(f)
+    self.assertEqual(report['method'], 'random_label')
+    self.assertEqual(report['split']['name'], 'random50')
+    self.assertEqual(report['config']['method']['epochs'], 1)
+    self.assertEqual(report['config']['method']['optim']['lr'], 0.013)
+    # Its class-wise spelling forgets a whole class, whose size is checked.
+    proc = _main(self.tmp, f'--workdir={self.tmp}/salun_class', '--unlearn',
+                 'RL', '--class_to_replace', '1', '--num_indexes_to_replace',
+                 '7')
+    self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
+    last = proc.stderr.strip().splitlines()[-1]
+    self.assertRegex(last, r'^mu_jax: error: --num_indexes_to_replace 7: '
+                     r'class 1 has \d+ train images')
+    self.assertFalse(os.path.exists(f'{self.tmp}/salun_class/report.json'))
+
   def test_bad_input_is_one_line_and_leaves_no_report(self):
     cases = {
         'unknown method': ['--method', 'nope'],

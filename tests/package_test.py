@@ -250,6 +250,22 @@ class FromAnotherDirectoryTest(absltest.TestCase):
                 self.cwd, python_path=_ROOT)
     self.assert_one_line_error(proc, 'train.epochs is 0')
 
+  def test_help_exits_0_and_lists_methods_modes_and_fields(self):
+    proc = _run([sys.executable, os.path.join(_ROOT, 'main.py'), '--help'],
+                self.cwd)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+    for expected in ('--unlearn', 'salun', 'random_label', 'class_wise',
+                     'configs/default.py', '3 ran but did not forget'):
+      self.assertIn(expected, proc.stdout)
+
+  def test_bare_pytest_collects_every_test(self):
+    # pyproject.toml's [tool.pytest.ini_options]: the root on sys.path.
+    proc = _run([sys.executable, '-m', 'pytest', '--collect-only', '-q',
+                 '-p', 'no:cacheprovider'], _ROOT)
+    self.assertEqual(proc.returncode, 0, proc.stdout[-3000:])
+    self.assertRegex(proc.stdout, r'\n\d+ tests collected')
+    self.assertNotIn('error', proc.stdout.splitlines()[-1])
+
   def test_missing_config_is_one_line(self):
     proc = _run([sys.executable, os.path.join(_ROOT, 'main.py'),
                  '--config=configs/nope.py:smoke'], self.cwd)
