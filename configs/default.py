@@ -33,7 +33,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variants = parse_variants(arg, (SMOKE,))
   config = ml_collections.ConfigDict()
   config.seed = 0  # Seeds the split, initialisation, batch order and rngs.
-  config.checkpoint_dir = 'checkpoints'  # Original and retrain models.
+  # The model cache (original, retrain, SimCLR, generators): '' =
+  # $MU_JAX_CHECKPOINT_DIR, else the checkout's checkpoints/ (an absolute
+  # path, whatever the current directory), else ~/.cache/mu_jax/checkpoints.
+  # Folders are keyed by content (data, split, model, recipe, seed).
+  config.checkpoint_dir = ''
   # Restoring checkpoints (mu_jax/checkpoint.py).
   config.checkpoint = ml_collections.ConfigDict()
   # Every saved step holds the SHA-256 of each array, checked on restore. A
@@ -42,7 +46,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # warning.
   config.checkpoint.allow_unverified = False
   # A folder holding a finished mu_jax checkpoint of the original model to use
-  # instead of training one (e.g. checkpoints/<dataset>_<model>_all_s0).
+  # instead of training one (e.g. checkpoints/<dataset>_<model>_all_s0-<key>).
   config.init_from = ''
   # True for the `smoke` variant: tiny data, model and epochs (tests, CI).
   # `--method` keeps a smoke config's method section small too.

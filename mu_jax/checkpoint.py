@@ -70,6 +70,30 @@ _held_guard = threading.Lock()
 _policy = {'allow_unverified': False}
 
 
+# The environment variable naming where models are cached when
+# --config.checkpoint_dir is '' (the default; `default_directory`).
+DIRECTORY_ENV = 'MU_JAX_CHECKPOINT_DIR'
+
+
+def default_directory() -> str:
+  """Where models are cached by default, as an absolute path.
+
+  $MU_JAX_CHECKPOINT_DIR if set; else the `checkpoints/` folder of the
+  checkout mu_jax runs from; else (an installed package)
+  ~/.cache/mu_jax/checkpoints. The same folder whatever the current
+  directory, so `mu-jax` run from anywhere reuses the models it trained.
+  """
+  named = os.environ.get(DIRECTORY_ENV)
+  if named:
+    return os.path.abspath(os.path.expanduser(named))
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  if (os.path.isfile(os.path.join(root, 'main.py'))
+      and os.path.isdir(os.path.join(root, 'checkpoints'))):
+    return os.path.join(root, 'checkpoints')
+  return os.path.join(os.path.expanduser('~'), '.cache', 'mu_jax',
+                      'checkpoints')
+
+
 class CheckpointError(errors.MuJaxError, RuntimeError):
   """A checkpoint is missing, unreadable or does not match the run."""
 

@@ -8,6 +8,7 @@ trained, resumed or reused through `checkpoint.train_or_reuse`.
 `--config.init_from` loads a given original model instead.
 """
 
+import hashlib
 import json
 import os
 from typing import Any, NamedTuple
@@ -67,7 +68,8 @@ class TrainingJob(NamedTuple):
 
   Attributes:
     kind: 'original' or 'retrain'.
-    name: checkpoint folder name, `<dataset>_<model>_<split>_s<seed>`.
+    name: checkpoint folder name, `<dataset>_<model>_<split>_s<seed>-<key>`,
+      `<key>` a hash of `recipe`.
     directory: the checkpoint folder, under `config.checkpoint_dir`.
     recipe: what the weights depend on (JSON types); a checkpoint made with
       another recipe is refused.
@@ -131,8 +133,14 @@ def classifier_job(exp: Experiment, kind: str, images, labels,
       'dataset_fingerprint': exp.dataset.fingerprint(),
       'split': split_tag[1], 'model': models.recipe(config.model),
       'train': config.train.to_dict(), 'seed': seed}))
+  # The folder is keyed by content: the recipe (data fingerprint, split,
+  # model, training, seed) hashed into its name, so that models of other
+  # data or recipes (the smoke config's, an npz of one's own) get folders of
+  # their own instead of being refused in one folder.
+  key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode())
   name = (f'{exp.dataset.name}_{models.tag(config.model)}_{split_tag[0]}'
-          f'_s{config.seed}' + (f'_m{model_index}' if model_index else ''))
+          f'_s{config.seed}' + (f'_m{model_index}' if model_index else '')
+          + f'-{key.hexdigest()[:8]}')
   method = retrain.make(
       ml_collections.ConfigDict({'augment': config.train.augment}),
       exp.context(data, {'retain': batch}, epochs))
@@ -192,7 +200,7 @@ def _restore_given(exp: Experiment, template, directory: str):
       raise checkpoint_lib.CheckpointError(
           f'--config.init_from={directory} holds a retrain model (trained '
           'without a forget set), not an original one; use a folder named '
-          '<dataset>_<model>_all_s<seed>')
+          '<dataset>_<model>_all_s<seed>-<key>')
     if recipe.get('dataset_fingerprint') not in (None,
                                                  exp.dataset.fingerprint()):
       logging.warning('--config.init_from=%s was trained on other data than '

@@ -483,7 +483,9 @@ def load(config: Any) -> Dataset:
 
   Fields: `name`, `source` (see the module docstring), `path` (idx / cifar
   folder or npz file), `tfds_data_dir` ('' = TFDS default) and `download`.
-  Missing fields mean the embedded subset, source 'auto', no download.
+  Missing fields mean the embedded subset, source 'auto', no download. A
+  `path` ending in .npz with source 'auto' or 'embedded' (the default) is
+  read as source npz, named after the file unless `name` was changed.
 
   Raises:
     DataError: unknown name or source, or the data is missing or corrupt.
@@ -493,6 +495,12 @@ def load(config: Any) -> Dataset:
   path = config.get('path', '') or ''
   if source not in SOURCES:
     raise DataError(f'unknown data source {source!r}; use one of {SOURCES}.')
+  if path.endswith('.npz') and source in ('auto', 'embedded'):
+    # The suffix says it: an npz of one's own, named after its file unless
+    # a name was given.
+    source = 'npz'
+    if name == EMBEDDED_NAME:
+      name = os.path.splitext(os.path.basename(path))[0]
   if source == 'npz':
     if not path:
       raise DataError('source npz needs --config.data.path=<file.npz>.')

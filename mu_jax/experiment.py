@@ -233,6 +233,8 @@ def setup(config: ml_collections.ConfigDict):
         config.distributed.num_processes, config.distributed.process_id,
         config.distributed.get('heartbeat_timeout_seconds',
                                parallel.HEARTBEAT_TIMEOUT_SECONDS))
+  if not config.checkpoint_dir:
+    config.checkpoint_dir = checkpoint_lib.default_directory()
   check_config(config)
   # Checkpoints without checksums are refused unless the user allows them.
   checkpoint_lib.allow_unverified(
@@ -243,6 +245,11 @@ def setup(config: ml_collections.ConfigDict):
                      ('eval', config.eval.batch_size)):
     parallel.check_batch_size(size, mesh, f'--config.{what}.batch_size:')
   dataset = _load_data(config)
+  # What the loader resolved (an .npz path is source npz, named after its
+  # file) labels the run's folders and report.
+  config.data.name = dataset.name
+  if config.data.path.endswith('.npz'):
+    config.data.source = 'npz'
   models.check_image_shape(config.model, dataset.train_images.shape[1:],
                            config.data.path or dataset.name)
   return dataset, mesh

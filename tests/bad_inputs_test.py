@@ -305,7 +305,7 @@ class BadInputsTest(absltest.TestCase):
     cls.split_name = os.path.basename(split_file)
     cls.retrain_folder = [f for f in glob.glob(f'{cls.ck}/*')
                           if '_all_' not in f][0]
-    cls.original_folder = glob.glob(f'{cls.ck}/*_all_s0')[0]
+    cls.original_folder = glob.glob(f'{cls.ck}/*_all_s0-*')[0]
     cls.before = test_util.file_snapshot(cls.ck)
     cls._make_bad_files(split_file)
 
@@ -346,7 +346,7 @@ class BadInputsTest(absltest.TestCase):
       f.write('def get_config():\n  return dict(seed=(\n')
     # The good run's checkpoints with the original model's checksums gone.
     shutil.copytree(cls.ck, f'{tmp}/ck_no_checksums')
-    for step in glob.glob(f'{tmp}/ck_no_checksums/*_all_s0/*/checksums'):
+    for step in glob.glob(f'{tmp}/ck_no_checksums/*_all_s0-*/*/checksums'):
       shutil.rmtree(step)
 
   @classmethod
@@ -715,7 +715,7 @@ class BadInputsTest(absltest.TestCase):
     self.assert_one_line(result, 'resumes', status=130,
                          prefix='mu_jax: interrupted;')
     self.assertFalse(os.path.exists(f'{workdir}/report.json'))
-    original = glob.glob(f'{ck}/*_all_s0')[0]
+    original = glob.glob(f'{ck}/*_all_s0-*')[0]
     self.assertEqual(glob.glob(f'{original}/*tmp*'), [])
     with checkpoint_lib.Checkpointer(original) as checkpointer:
       meta = checkpointer.latest_meta()

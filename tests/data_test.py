@@ -448,6 +448,13 @@ class LoadTest(TestCase):
              test_labels=[1])
     ds = data.load(_config(name='mine', source='npz', path=path))
     self.assertEqual((ds.name, ds.num_classes), ('mine', 2))
+    # The suffix implies source npz; the name defaults to the file's.
+    for source in ('auto', 'embedded'):
+      ds = data.load(_config(name=data.EMBEDDED_NAME, source=source,
+                             path=path))
+      self.assertEqual((ds.name, ds.num_classes), ('mine', 2))
+    ds = data.load(_config(name='custom', path=path))
+    self.assertEqual(ds.name, 'custom')
 
 
 @absltest.skipUnless(

@@ -29,6 +29,41 @@ def _main(tmp, *args):
       cwd=_ROOT, capture_output=True, text=True, env=env, timeout=600)
 
 
+class ModelCacheTest(absltest.TestCase):
+
+  def test_content_keyed_cache_from_any_directory(self):
+    env = dict(os.environ, JAX_PLATFORMS='cpu')
+    env.pop('XLA_FLAGS', None)
+    with tempfile.TemporaryDirectory() as tmp:
+      env['MU_JAX_CHECKPOINT_DIR'] = f'{tmp}/cache'
+      os.makedirs(f'{tmp}/a')
+      os.makedirs(f'{tmp}/b')
+
+      def run(cwd, *args):
+        return subprocess.run(
+            [sys.executable, os.path.join(_ROOT, 'main.py'),
+             '--config=configs/default.py:smoke', '--method', 'finetune',
+             *args], cwd=cwd, capture_output=True, text=True, env=env,
+            timeout=600)
+
+      first = run(f'{tmp}/a', f'--workdir={tmp}/w1')
+      # Another recipe in the same cache: folders of its own, no refusal.
+      other = run(f'{tmp}/b', f'--workdir={tmp}/w2',
+                  '--config.train.epochs=2')
+      # The first recipe again, from another directory: nothing retrained.
+      again = run(f'{tmp}/b', f'--workdir={tmp}/w3')
+      for proc in (first, other, again):
+        self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+      self.assertIn('train original', first.stderr)
+      self.assertIn('train original', other.stderr)
+      self.assertNotIn('train original', again.stderr)
+      self.assertNotIn('train retrain', again.stderr)
+      folders = sorted(os.listdir(f'{tmp}/cache'))
+      self.assertLen([f for f in folders if '_all_s0-' in f], 2)
+      self.assertFalse(os.path.exists(f'{tmp}/a/checkpoints'))
+      self.assertFalse(os.path.exists(f'{tmp}/b/checkpoints'))
+
+
 class MainTest(absltest.TestCase):
 
   @classmethod
