@@ -532,9 +532,10 @@ def main(argv):
     raise
   if parallel.is_main_process():  # It wrote the report.
     print(result['table'])
-    logging.info('report: %s', os.path.join(
-        result['workdir'], 'report.json'))
-    print(f"report: {os.path.join(result['workdir'], 'report.json')}")
+    report_file = result.get('report_file') or os.path.join(
+        result['workdir'], 'report.json')
+    logging.info('report: %s', report_file)
+    print(f'report: {report_file}')
   try:
     # No process reports success before process 0 has written the report.
     parallel.sync('mu_jax: run finished')

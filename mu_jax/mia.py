@@ -30,7 +30,6 @@ from sklearn import metrics
 from sklearn import svm
 
 
-
 def _as_vector(name: str, values: npt.ArrayLike) -> np.ndarray:
   """Returns `values` as a finite, non-empty 1-D float64 array."""
   array = np.asarray(values, dtype=np.float64)

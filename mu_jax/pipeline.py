@@ -4,7 +4,9 @@
   -> original and retrain models (classifiers.train_classifiers)
   -> unlearning (unlearn.unlearn) -> evaluation (evaluate.row; with
   --config.eval.forgetting_quality_models, forgetting_quality.measure)
-  -> report (report.experiment, written to workdir/report.json)
+  -> the unlearned model saved (unlearned_model.save, workdir/unlearned/)
+  -> report (report.experiment, written to workdir/report.json; a workdir
+     with finished runs gets report_2.json, ... `report.run_paths`)
 
 `run(config, workdir)` is what the CLI calls; it is importable so that
 notebooks and tests run experiments the same way. Drivers of many
@@ -25,6 +27,7 @@ from mu_jax import forgetting_quality
 from mu_jax import methods
 from mu_jax import report
 from mu_jax import unlearn
+from mu_jax import unlearned_model
 
 
 def default_workdir(config, split) -> str:
@@ -49,6 +52,12 @@ def run(config: ml_collections.ConfigDict, workdir: str = '') -> dict:
   split = experiment.make_split(config, dataset)
   workdir = workdir or default_workdir(config, split)
   report.check_output_folder(workdir, '--workdir')
+  # A workdir that holds finished runs gets a numbered one: nothing is
+  # overwritten, and TensorBoard never shows a step twice.
+  paths = report.run_paths(workdir)
+  if paths.index > 1:
+    logging.warning('%s holds %d finished run(s); this run writes %s',
+                    workdir, paths.index - 1, os.path.basename(paths.report))
   logging.info('dataset %s: %d train / %d test; split %s: %d forget, %d '
                'retain, %d test, %d validation; %d device(s); workdir %s',
                dataset.name, len(dataset.train_labels),
@@ -56,7 +65,7 @@ def run(config: ml_collections.ConfigDict, workdir: str = '') -> dict:
                len(split.retain), len(split.test), len(split.val),
                mesh.devices.size, workdir)
   exp = experiment.Experiment(config, dataset, mesh,
-                              events_dir=os.path.join(workdir, 'tensorboard'))
+                              events_dir=paths.tensorboard)
 
   original, original_info, retrained, retrain_info = (
       classifiers.train_classifiers(exp, split))
@@ -92,6 +101,13 @@ def run(config: ml_collections.ConfigDict, workdir: str = '') -> dict:
     rows['unlearned']['forgetting_quality'] = quality['forgetting_quality']
     rows['unlearned']['challenge_score'] = quality['challenge_score']
 
+  saved = None
+  if method != 'retrain':
+    saved = unlearned_model.save(
+        paths.unlearned, original, unlearned, config=config, dataset=dataset,
+        split=split, method=method,
+        guard_outcome=unlearn_info['guard'].get('outcome'),
+        run_seconds=unlearn_info['seconds'])
   payload = report.experiment(
       config, dataset, split, workdir=workdir, method=method, rows=rows,
       infos={'original': original_info, 'retrain': retrain_info,
@@ -99,5 +115,7 @@ def run(config: ml_collections.ConfigDict, workdir: str = '') -> dict:
       simclr_info=simclr_info,
       seconds={'eval': eval_seconds, 'total': time.perf_counter() - start},
       quality=quality)
-  report.write_json(os.path.join(workdir, 'report.json'), payload)
+  payload['checkpoints']['unlearned'] = saved
+  payload['report_file'] = paths.report
+  report.write_json(paths.report, payload)
   return payload

@@ -6,7 +6,7 @@ import importlib.metadata
 import json
 import os
 import platform
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import jax
 
@@ -81,6 +81,46 @@ def write_json(path: str, payload: Mapping[str, Any]):
     if error is None:
       raise
     raise error from e
+
+
+class RunPaths(NamedTuple):
+  """Where one run of an experiment writes inside its workdir.
+
+  A workdir that holds finished runs gets a numbered one (`run_paths`):
+  run 1 writes report.json, tensorboard/ and unlearned/; run k > 1
+  report_k.json, tensorboard_k/ and unlearned_k/. A finished report is
+  never overwritten and TensorBoard never shows a step twice, while the
+  workdir's caches (forgetting_quality/) serve every run.
+  """
+  index: int
+  report: str
+  tensorboard: str
+  unlearned: str
+
+
+def run_paths(workdir: str, index: int | None = None) -> RunPaths:
+  """The paths of run `index`, or of the first run not finished yet."""
+  def paths(k):
+    suffix = '' if k == 1 else f'_{k}'
+    return RunPaths(k, os.path.join(workdir, f'report{suffix}.json'),
+                    os.path.join(workdir, f'tensorboard{suffix}'),
+                    os.path.join(workdir, f'unlearned{suffix}'))
+
+  if index is not None:
+    return paths(index)
+  k = 1
+  while os.path.exists(paths(k).report):
+    k += 1
+  return paths(k)
+
+
+def finished_runs(workdir: str) -> list[RunPaths]:
+  """The runs of `workdir` that wrote their report, in order."""
+  runs, k = [], 1
+  while os.path.exists(run_paths(workdir, k).report):
+    runs.append(run_paths(workdir, k))
+    k += 1
+  return runs
 
 
 # What a file system takes when it cannot say (POSIX's usual limits).
@@ -218,7 +258,8 @@ def experiment(config, dataset, split, *, workdir: str, method: str,
       'dataset': {'name': dataset.name, 'fingerprint': dataset.fingerprint(),
                   'train': int(len(dataset.train_labels)),
                   'test': int(len(dataset.test_labels)),
-                  'num_classes': dataset.num_classes},
+                  'num_classes': dataset.num_classes,
+                  'image_shape': list(dataset.train_images.shape[1:])},
       'split': {'mode': split.mode, 'name': split.name,
                 'digest': split.digest(), 'forget': int(len(split.forget)),
                 'retain': int(len(split.retain)), 'test': int(len(split.test)),

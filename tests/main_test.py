@@ -10,9 +10,14 @@ import subprocess
 import sys
 import tempfile
 
+import jax
+import numpy as np
 from absl.testing import absltest
 
+import mu_jax
 from mu_jax import checkpoint as checkpoint_lib
+from mu_jax import experiment
+from mu_jax import optim
 from mu_jax import pipeline
 from mu_jax import splits as splits_lib
 from tests import test_util
@@ -62,6 +67,46 @@ class ModelCacheTest(absltest.TestCase):
       self.assertLen([f for f in folders if '_all_s0-' in f], 2)
       self.assertFalse(os.path.exists(f'{tmp}/a/checkpoints'))
       self.assertFalse(os.path.exists(f'{tmp}/b/checkpoints'))
+
+
+class SavedModelTest(absltest.TestCase):
+
+  def test_saved_reloaded_numbered_and_reused(self):
+    with tempfile.TemporaryDirectory() as tmp:
+      config = test_util.smoke_config(tmp)
+      first = pipeline.run(config, f'{tmp}/w')
+      model, variables = mu_jax.load(f'{tmp}/w')
+      self.assertEqual(first['checkpoints']['unlearned'],
+                       os.path.abspath(f'{tmp}/w/unlearned'))
+      # The reloaded weights give the report's numbers exactly.
+      dataset, mesh = experiment.setup(config)
+      split = experiment.make_split(config, dataset)
+      exp = experiment.Experiment(config, dataset, mesh)
+      state = exp.new_state(
+          optim.make_optimizer(config.train.optim, 1, 1),
+          jax.random.key(1)).replace(
+              params=variables['params'],
+              model_state={k: v for k, v in variables.items()
+                           if k != 'params'})
+      row = exp.evaluate(state, split)
+      for key in ('forget_acc', 'retain_acc', 'test_acc', 'mia_efficacy',
+                  'mia_loss_auc'):
+        self.assertEqual(row[key], first['metrics']['unlearned'][key], key)
+      logits, _ = model.apply(variables, np.zeros((2, 28, 28, 1), np.float32),
+                              train=False)
+      self.assertEqual(logits.shape, (2, 10))
+      # A second run into the workdir is numbered: nothing overwritten.
+      before = os.path.getmtime(f'{tmp}/w/report.json')
+      second = pipeline.run(config, f'{tmp}/w')
+      self.assertEqual(second['report_file'], f'{tmp}/w/report_2.json')
+      self.assertEqual(os.path.getmtime(f'{tmp}/w/report.json'), before)
+      for name in ('tensorboard_2', 'unlearned_2'):
+        self.assertTrue(os.path.isdir(f'{tmp}/w/{name}'), name)
+      # A run can start from the unlearned model.
+      config.init_from = f'{tmp}/w/unlearned'
+      third = pipeline.run(config, f'{tmp}/w3')
+    self.assertEqual(third['metrics']['original']['forget_acc'],
+                     first['metrics']['unlearned']['forget_acc'])
 
 
 class MainTest(absltest.TestCase):
