@@ -44,7 +44,9 @@ def train_or_reuse(exp: Experiment, what: str, name: str, recipe: dict,
   template = jax.device_put(template, parallel.replicated(exp.mesh))
 
   def train_it(checkpointer):
-    log = exp.event_log(what)
+    log = exp.event_log(what, optim.make_schedule(
+        exp.config.train.optim, max(1, len(data['retain']['label']) // batch),
+        epochs))
     try:
       return train.run(
           method, template, data, epochs=epochs,

@@ -187,15 +187,17 @@ class Experiment:
         crop_padding=c.crop_padding if augment else 0,
         flip=c.flip and augment)
 
-  def event_log(self, name: str) -> report.EventLog | None:
+  def event_log(self, name: str, learning_rate=None) -> report.EventLog | None:
     """Event files for one training run under `events_dir` (or None).
 
-    None on processes other than the first of a multi-process run: process
-    0 writes the run's files.
+    `learning_rate`: `step -> lr`, logged with every step's metrics. None on
+    processes other than the first of a multi-process run: process 0 writes
+    the run's files.
     """
     if not self.events_dir or not parallel.is_main_process():
       return None
-    return report.EventLog(os.path.join(self.events_dir, name))
+    return report.EventLog(os.path.join(self.events_dir, name),
+                           learning_rate)
 
   def evaluate(self, state, split: splits_lib.Split,
                desc: str = 'eval') -> dict[str, float]:

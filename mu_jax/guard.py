@@ -14,11 +14,12 @@ Each is measured on the original model first (the baseline), then at check
 points during the run: the end of every epoch and, in epochs of a single
 phase, `checks_per_epoch` times per epoch, thinned so that checks cost at
 most `check_share` of the run's optimizer steps (short epochs on a small
-dataset are checked every few epochs; the end of a run always). A check is **damaged** when its
-retain accuracy is more than `max_retain_drop` points, or its held-out
-accuracy more than `max_val_drop` points, below the baseline's, beyond
-`noise_z` standard errors of the measured drop and by more than one example
-(the same examples before and after, so the error of the paired difference:
+dataset are checked every few epochs; the end of a run always). A check is
+**damaged** when its retain accuracy is more than `max_retain_drop` points,
+or its held-out accuracy more than `max_val_drop` points, below the
+baseline's, beyond `noise_z` standard errors of the measured drop and by
+more than one example (the same examples before and after, so the error of
+the paired difference:
 sqrt(examples that flipped) / examples). A check's **forgetting** is
 
 * class-wise: at the target when forget accuracy is at most
@@ -202,8 +203,8 @@ class Check:
   """One measurement of the model during a run (accuracies in percent).
 
   `gap` (random mode) is forget minus held-out accuracy and `gap_error` its
-  standard error; `target` says where the check stands: 'at', 'under' (forgot too little)
-  or 'over' (forgot too much).
+  standard error; `target` says where the check stands: 'at', 'under'
+  (forgot too little) or 'over' (forgot too much).
   """
   attempt: int  # 0 = the baseline (the original model).
   epoch: float  # Epochs completed (fractional within an epoch).

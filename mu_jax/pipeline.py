@@ -101,6 +101,14 @@ def run(config: ml_collections.ConfigDict, workdir: str = '') -> dict:
     rows['unlearned']['forgetting_quality'] = quality['forgetting_quality']
     rows['unlearned']['challenge_score'] = quality['challenge_score']
 
+  log = exp.event_log('final')
+  if log is not None:
+    # The table's numbers as scalars (step 0) and the run's config as text.
+    for key, row in rows.items():
+      log(0, {f'{key}/{name}': row[name] for name in (
+          'unlearn_acc', 'retain_acc', 'test_acc', 'mia_efficacy', 'avg_gap')})
+    log.text('config', f'```\n{config.to_json(indent=2)}\n```')
+    log.close()
   saved = None
   if method != 'retrain':
     saved = unlearned_model.save(

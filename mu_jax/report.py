@@ -6,7 +6,7 @@ import importlib.metadata
 import json
 import os
 import platform
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 
@@ -38,17 +38,29 @@ class EventLog:
   """Per-step scalars as TensorBoard event files (tensorboardX, no TF).
 
   `tensorboard --logdir <workdir>/tensorboard` shows them while a run
-  trains. Calling it with (step, {name: value}) adds one scalar per name.
+  trains. Calling it with (step, {name: value}) adds one scalar per name,
+  and `learning_rate` (`step -> lr`, the optimizer's schedule) adds the
+  step's learning rate.
   """
 
-  def __init__(self, directory: str):
+  def __init__(self, directory: str,
+               learning_rate: Callable[[int], float] | None = None):
     import tensorboardX  # pylint: disable=g-import-not-at-top
     self.directory = directory
+    self._learning_rate = learning_rate
     self._writer = tensorboardX.SummaryWriter(directory, flush_secs=10)
 
   def __call__(self, step: int, scalars: Mapping[str, float]):
     for name, value in scalars.items():
       self._writer.add_scalar(name, value, step)
+    if self._learning_rate is not None:
+      # The driver counts steps from 1; the schedule from 0.
+      self._writer.add_scalar('learning_rate',
+                              float(self._learning_rate(step - 1)), step)
+
+  def text(self, name: str, text: str):
+    """A text entry (e.g. the run's config), shown under TEXT."""
+    self._writer.add_text(name, text, 0)
 
   def close(self):
     self._writer.close()

@@ -107,8 +107,11 @@ def run_method(exp: Experiment, original, data, split: splits_lib.Split,
           state.opt_state, settings.lr_scale)), method_state
 
     attempts.append(settings)
-    log = exp.event_log(f'unlearn/attempt{len(attempts)}'
-                        if guard_config.enabled else 'unlearn')
+    schedule = optim.make_schedule(config.optim, max(1, steps_per_epoch),
+                                   settings.epochs)
+    log = exp.event_log(
+        f'unlearn/attempt{len(attempts)}' if guard_config.enabled else
+        'unlearn', lambda step: settings.lr_scale * schedule(step))
     try:
       return train.run(
           attempt_method._replace(prepare=prepare),
@@ -161,10 +164,26 @@ def run_method(exp: Experiment, original, data, split: splits_lib.Split,
   outcome.report['budget']['retrain_steps'] = retrain_steps
   for record in outcome.report['attempts']:
     record['knob'] = knob(record['lr_scale'])
+  _log_checks(exp, outcome.report['checks'])
   return outcome.state, {
       'seconds': outcome.seconds, 'compile_seconds': outcome.compile_seconds,
       'history': outcome.result.history if outcome.result else [],
       'guard': outcome.report}
+
+
+def _log_checks(exp: Experiment, checks):
+  """Each guard check's accuracies, in its attempt's TensorBoard folder at
+  its step (the baseline, the original model, at step 0 of each)."""
+  base = checks[0]
+  for attempt in sorted({c['attempt'] for c in checks} - {0}):
+    log = exp.event_log(f'unlearn/attempt{attempt}')
+    if log is None:
+      return
+    for check in [base] + [c for c in checks if c['attempt'] == attempt]:
+      log(check['step'], {f'guard/{k}': check[k]
+                          for k in ('forget_acc', 'retain_acc', 'val_acc')
+                          if check[k] is not None})
+    log.close()
 
 
 def _with_extra_forget(exp: Experiment, data: dict,

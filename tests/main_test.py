@@ -154,9 +154,23 @@ class MainTest(absltest.TestCase):
     for run in ('original', 'retrain'):
       files = os.listdir(f'{self.tmp}/a/tensorboard/{run}')
       self.assertTrue(any(f.startswith('events.out.tfevents') for f in files))
-    # The second run trained nothing and unlearned with SalUn.
+    self.assertIn('learning_rate',
+                  test_util.event_tags(f'{self.tmp}/a/tensorboard/original'))
+    # The second run trained nothing and unlearned with SalUn under the
+    # guard rails: per-step loss and learning rate, each check's accuracies,
+    # the final table and the config.
     self.assertFalse(os.path.exists(f'{self.tmp}/b/tensorboard/original'))
-    self.assertTrue(os.listdir(f'{self.tmp}/b/tensorboard/unlearn'))
+    attempt = test_util.event_tags(
+        f'{self.tmp}/b/tensorboard/unlearn/attempt1')
+    for tag in ('learning_rate', 'guard/forget_acc', 'guard/retain_acc',
+                'guard/val_acc'):
+      self.assertIn(tag, attempt)
+    self.assertTrue(any('loss' in tag for tag in attempt), attempt)
+    final = test_util.event_tags(f'{self.tmp}/b/tensorboard/final')
+    for tag in ('unlearned/unlearn_acc', 'unlearned/avg_gap',
+                'retrain/test_acc'):
+      self.assertIn(tag, final)
+    self.assertTrue(any(tag.startswith('config') for tag in final), final)
 
   def test_second_run_reuses_checkpoints_and_split(self):
     self.assertEqual(self.second.returncode, 0, self.second.stderr[-2000:])

@@ -1,6 +1,8 @@
 """Small shared helpers for the tests: tiny synthetic data and configs."""
 
+import glob
 import os
+import struct
 
 import ml_collections
 import numpy as np
@@ -33,3 +35,25 @@ def file_snapshot(directory: str) -> list[tuple[str, int, int]]:
       stat = os.stat(os.path.join(root, name))
       out.append((os.path.join(root, name), stat.st_size, stat.st_mtime_ns))
   return sorted(out)
+
+
+def event_tags(directory: str) -> set[str]:
+  """The tags of every value in the TensorBoard event files of `directory`.
+
+  Reads the files as TFRecords (8-byte length, 4-byte CRC, the record, its
+  4-byte CRC) of `Event` protos, with the proto that tensorboardX ships.
+  """
+  # pylint: disable-next=g-import-not-at-top
+  from tensorboardX.proto import event_pb2
+  tags = set()
+  for path in glob.glob(os.path.join(directory, 'events.out.tfevents*')):
+    with open(path, 'rb') as f:
+      data = f.read()
+    offset = 0
+    while offset + 12 <= len(data):
+      (length,) = struct.unpack('<Q', data[offset:offset + 8])
+      record = data[offset + 12:offset + 12 + length]
+      offset += 12 + length + 4
+      event = event_pb2.Event.FromString(record)
+      tags.update(value.tag for value in event.summary.value)
+  return tags
