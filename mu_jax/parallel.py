@@ -204,6 +204,21 @@ def sync(name: str) -> None:
     multihost_utils.sync_global_devices(name)
 
 
+def from_main_process(text: str) -> str:
+  """`text` as process 0 has it; every process of a run must call it.
+
+  For the paths a run's processes must agree on (Orbax writes one folder
+  together), where each process was given its own (e.g. --workdir); in a
+  single process, `text` itself.
+  """
+  if not is_distributed():
+    return text
+  size = 4096  # PATH_MAX: a path never needs more.
+  data = np.frombuffer(text.encode()[:size].ljust(size, b'\0'), np.uint8)
+  out = np.asarray(multihost_utils.broadcast_one_to_all(data))
+  return bytes(out.astype(np.uint8)).rstrip(b'\0').decode()
+
+
 def put(tree, sharding: jax.sharding.Sharding):
   """Host (numpy) arrays as global `jax.Array`s laid out by `sharding`.
 

@@ -25,6 +25,7 @@ from mu_jax import evaluate
 from mu_jax import experiment
 from mu_jax import forgetting_quality
 from mu_jax import methods
+from mu_jax import parallel
 from mu_jax import report
 from mu_jax import unlearn
 from mu_jax import unlearned_model
@@ -111,8 +112,11 @@ def run(config: ml_collections.ConfigDict, workdir: str = '') -> dict:
     log.close()
   saved = None
   if method != 'retrain':
+    # Every process writes its part of one folder: process 0's (the one
+    # that writes the report), whatever --workdir the others were given.
     saved = unlearned_model.save(
-        paths.unlearned, original, unlearned, config=config, dataset=dataset,
+        parallel.from_main_process(os.path.abspath(paths.unlearned)),
+        original, unlearned, config=config, dataset=dataset,
         split=split, method=method,
         guard_outcome=unlearn_info['guard'].get('outcome'),
         run_seconds=unlearn_info['seconds'])

@@ -76,6 +76,8 @@ class MultiHostTest(absltest.TestCase):
     self.assertFalse(os.path.exists(f'{tmp}/multi1'),
                      os.listdir(f'{tmp}/multi1')
                      if os.path.exists(f'{tmp}/multi1') else '')
+    # Both processes wrote the unlearned model into process 0's workdir.
+    self.assertTrue(os.path.isdir(f'{tmp}/multi0/unlearned'))
     with open(f'{tmp}/one/report.json') as f:
       one = json.load(f)
     with open(f'{tmp}/multi0/report.json') as f:

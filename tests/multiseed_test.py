@@ -6,6 +6,7 @@ and resume after a kill.
 """
 
 import copy
+import os
 import tempfile
 from unittest import mock
 
@@ -169,16 +170,18 @@ class MultiseedTest(absltest.TestCase):
                               _restore(ref)[0].params)
           self.assertLen(_restore(job)[2]['history'], 2)
 
-  def test_checkpoint_of_another_recipe_is_refused(self):
+  def test_another_recipe_gets_a_folder_of_its_own(self):
+    # Folders are keyed by the recipe's content: neither refused nor reused.
     with tempfile.TemporaryDirectory() as tmp:
       experiments = _experiments(tmp)
-      multiseed.train_jobs(_jobs(experiments[:1], 'original'),
-                           parallel.make_mesh(1))
+      first = _jobs(experiments[:1], 'original')
+      multiseed.train_jobs(first, parallel.make_mesh(1))
       experiments[0].config.train.optim.lr = 0.5
-      with self.assertRaisesRegex(checkpoint_lib.CheckpointError,
-                                  'another recipe'):
-        multiseed.train_jobs(_jobs(experiments[:1], 'original'),
-                           parallel.make_mesh(1))
+      other = _jobs(experiments[:1], 'original')
+      self.assertNotEqual(first[0].directory, other[0].directory)
+      infos = multiseed.train_jobs(other, parallel.make_mesh(1))
+      self.assertFalse(infos[other[0].name]['reused'])
+      self.assertTrue(os.path.isdir(first[0].directory))
 
   def test_split_sizes_are_the_same_across_seeds(self):
     # What lets one program train all seeds' retrain models.
