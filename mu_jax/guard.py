@@ -88,7 +88,7 @@ with an error instead. Every decision goes into the report.
 import dataclasses
 import math
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -545,7 +545,7 @@ class _Budget:
 
 def run(config: ml_collections.ConfigDict, mode: str, probe: Probe,
         original, run_attempt: Callable[[Attempt, Any], train.Result], *,
-        epochs: int, plan: Callable[[int], tuple[int, int]],
+        epochs: int, plan: Callable[[int], tuple[int, Sequence[int]]],
         budget_steps: float | None = None, check_steps: float = 0.0
         ) -> Outcome:
   """Runs a method under the guard rails.

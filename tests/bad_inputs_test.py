@@ -517,6 +517,9 @@ class BadInputsTest(absltest.TestCase):
                               'max_test is -1'),
         'guard_checks_zero': (['--config.guard.checks_per_epoch=0'],
                               'guard.checks_per_epoch=0 must be >= 1'),
+        # NaN would have "diverged" every attempt and kept the original.
+        'guard_lr_factor_nan': (['--config.guard.lr_factor=nan'],
+                                'guard.lr_factor=nan must be a finite number'),
         'guard_without_validation': (['--config.split.val_fraction=0'],
                                      'need a validation set'),
     }
