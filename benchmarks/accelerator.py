@@ -143,7 +143,8 @@ def settings_from_flags() -> dict[str, Any]:
       values[name] = _FLAGS[name].value
   from benchmarks import mu_jax_side  # pylint: disable=g-import-not-at-top
   values['methods'] = (tuple(m for m in _FLAGS['methods'].value if m)
-                       if _FLAGS['methods'].present else mu_jax_side.METHODS)
+                       if _FLAGS['methods'].present
+                       else mu_jax_side.default_methods())
   values['dry_run'] = _FLAGS['dry_run'].value
   values['allow_cpu'] = _FLAGS['allow_cpu'].value
   return values

@@ -30,10 +30,14 @@ from mu_jax import train
 from mu_jax import unlearn
 from mu_jax.methods import base
 
-# Methods whose run time the benchmark measures on the default config: every
-# unlearning method (retrain is the training recipe, measured by the step).
-METHODS = ('finetune', 'neggrad', 'neggrad_plus', 'random_label', 'salun',
-           'bad_teaching', 'scrub')
+
+
+def default_methods() -> tuple[str, ...]:
+  """The methods whose run time the benchmark measures by default: every
+  unlearning method (retrain is the training recipe, measured by the step),
+  from the registry (mu_jax/methods/)."""
+  return tuple(methods.unlearning_methods())
+
 # Hyperparameters the PyTorch loops read from the method's config.
 _LOSS_FIELDS = ('alpha', 'gamma', 'temperature', 'mask_ratio', 'loop',
                 'retain_weight', 'variant', 'different_label')

@@ -37,8 +37,8 @@ _DTYPE = flags.DEFINE_enum(
 _STEPS = flags.DEFINE_integer('steps', 30, 'Timed train steps per repeat.')
 _WARMUP = flags.DEFINE_integer('warmup', 5, 'Untimed steps per repeat.')
 _METHODS = flags.DEFINE_list(
-    'methods', 'finetune,neggrad,neggrad_plus,random_label,salun,'
-    'bad_teaching,scrub', 'Methods to time end to end (empty: none).')
+    'methods', None, 'Methods to time end to end (default: every unlearning '
+    'method of mu_jax/methods/; empty: none).')
 _REPEATS = flags.DEFINE_integer('repeats', 2, 'Alternating repeats.')
 _VARIANT = flags.DEFINE_string(
     'variant', '', "configs/default.py variant for the methods ('smoke' "
@@ -130,7 +130,8 @@ def run(out_path: str) -> dict:
     for fn in order if repeat % 2 == 0 else order[::-1]:
       fn()
 
-  methods = [m for m in _METHODS.value if m]
+  methods = ([m for m in _METHODS.value if m] if _METHODS.value is not None
+             else list(mu_jax_side.default_methods()))
   if methods:
     bench = mu_jax_side.Experiment(_VARIANT.value or None)
     images = bench.dataset.train_images

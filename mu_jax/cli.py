@@ -621,8 +621,7 @@ _HELP_FLAGS = ('-h', '--help', '-help', '-?', '--helpshort', '-helpshort',
 def _help_epilogue() -> str:
   """What --help adds to absl's list of flags."""
   from mu_jax import methods  # pylint: disable=g-import-not-at-top
-  aliases = ', '.join(f'{a} = {m}' for a, m in sorted(methods.ALIASES.items())
-                      if a != m)
+  aliases = ', '.join(f'{a} = {m}' for a, m in sorted(methods.aliases().items()))
   return '\n'.join([
       '',
       'methods (--method, or --unlearn): ' + ', '.join(methods.AVAILABLE),

@@ -59,10 +59,6 @@ BASE_MODELS = suite_store.BASE_MODELS  # 'original', 'retrain': every seed's.
 # The aggregation and the table, public here for callers of the suite.
 summarize = suite_report.summarize
 format_table = suite_report.format_table
-# Default row order: the SalUn paper's (FT, RL, GA, ..., SalUn last), then
-# methods it does not have; methods added later come after, by name.
-DEFAULT_ORDER = ('finetune', 'random_label', 'neggrad', 'neggrad_plus',
-                 'bad_teaching', 'scrub', 'salun')
 # Unlearning steps after which the accuracy curves are sampled: every step up
 # to 10, then every 25% more, so that runs of any length get 10-40 points,
 # densest early, where forgetting happens.
@@ -125,8 +121,8 @@ def plan(config: ml_collections.ConfigDict):
   names = [methods.canonical_name(n) for n in _names(suite.methods)]
   for name in names:
     methods.get(name)  # Unknown: a ValueError that lists the choices.
-  names = names or sorted(methods.AVAILABLE, key=lambda m: (
-      DEFAULT_ORDER.index(m) if m in DEFAULT_ORDER else len(DEFAULT_ORDER), m))
+  # By default every method, in the SalUn paper's row order (their cards).
+  names = names or methods.unlearning_methods()
   names = list(dict.fromkeys(n for n in names if n != 'retrain'))
   modes = ['class_wise' if m == 'classwise' else m
            for m in _names(suite.modes)]

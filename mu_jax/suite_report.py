@@ -19,15 +19,19 @@ from absl import logging
 
 from mu_jax import data as data_lib
 from mu_jax import guard
+from mu_jax import methods
 from mu_jax import parallel
 from mu_jax import plots
 from mu_jax import report
 from mu_jax import suite_store
 
-# The literature's names (SalUn, Unlearn-Sparse tables) for table rows.
-LABELS = {'original': 'Original', 'retrain': 'Retrain', 'finetune': 'FT',
-          'random_label': 'RL', 'neggrad': 'GA', 'neggrad_plus': 'NegGrad+',
-          'salun': 'SalUn', 'bad_teaching': 'Bad Teaching', 'scrub': 'SCRUB'}
+
+
+def labels() -> dict[str, str]:
+  """Row -> the literature's name (SalUn, Unlearn-Sparse tables): the
+  original model's and each method's (its card's label)."""
+  return {'original': 'Original',
+          **{name: methods.card(name).label for name in methods.AVAILABLE}}
 MODE_TITLES = {'random': 'Random forgetting',
                'class_wise': 'Class-wise forgetting'}
 # (header, metric): the SalUn paper's columns; RTE is in seconds here.
@@ -85,7 +89,7 @@ def format_table(summary: Mapping[str, Mapping[str, Any]],
       continue
     row = summary[model]
     n, failed = row['n'], len(row['failed'])
-    label = LABELS.get(model, model)
+    label = labels().get(model, model)
     if failed:
       label += f' ({n}/{n + failed} seeds)'
     if not n:
@@ -166,7 +170,7 @@ def draw(out_dir: str, mode: str, heading: str,
   # Metric bars against retrain.
   if 'retrain' in summary and summary['retrain']['n']:
     attempt('bars', lambda p: plots.metric_bars(
-        summary, methods, p, labels=LABELS, title=heading))
+        summary, methods, p, labels=labels(), title=heading))
   # Forget and retain accuracy over the unlearning steps, sampled at the
   # first seed's steps.
   curves = {}
@@ -181,7 +185,7 @@ def draw(out_dir: str, mode: str, heading: str,
     reference = {k: summary['retrain']['mean'][k]
                  for k in ('forget_acc', 'retain_acc')}
     attempt('curves', lambda p: plots.accuracy_curves(
-        curves, p, reference=reference, labels=LABELS, title=heading))
+        curves, p, reference=reference, labels=labels(), title=heading))
   # t-SNE of the penultimate features, one seed.
   panels = {}
   for model in (*suite_store.BASE_MODELS, *methods):
@@ -190,7 +194,7 @@ def draw(out_dir: str, mode: str, heading: str,
       if arrays is not None:
         panels[model] = arrays
   if panels:
-    names = {**LABELS, 'original': 'Original (before)'}
+    names = {**labels(), 'original': 'Original (before)'}
     attempt('tsne', lambda p: plots.tsne(
         panels, p, labels=names, title=heading + f', seed {tsne_seed}',
         iterations=tsne_iterations, seed=tsne_seed))
@@ -204,10 +208,10 @@ def draw(out_dir: str, mode: str, heading: str,
       diagonals[model] = np.stack([np.diag(r) for r in runs])
   if matrices:
     attempt('cka', lambda p: plots.cka_heatmaps(
-        matrices, layers, p, labels=LABELS,
+        matrices, layers, p, labels=labels(),
         title=heading + ' (mean over seeds)'))
     attempt('cka_layers', lambda p: plots.cka_layers(
-        diagonals, layers, p, labels=LABELS, title=heading))
+        diagonals, layers, p, labels=labels(), title=heading))
   return written
 
 
@@ -301,7 +305,7 @@ def _unmet(mode_cells: Mapping[str, list], order) -> list[str]:
     bad = [c for c in mode_cells.get(model, [])
            if c.get('guard', {}).get('outcome') in guard.UNMET]
     if bad:
-      out.append(f"{LABELS.get(model, model)}: seed" +
+      out.append(f"{labels().get(model, model)}: seed" +
                  ('s ' if len(bad) > 1 else ' ') +
                  ', '.join(f"{c['seed']} ({c['guard']['outcome']})"
                            for c in bad))
@@ -322,14 +326,14 @@ def _write_markdown(path: str, payload: Mapping[str, Any]):
     lines += ['## Guard rails', '',
               'Cells in which the oracle-free guard rails changed the run '
               '(mu_jax/guard.py):', '']
-    lines += [f"- {LABELS.get(g['model'], g['model'])}, {g['mode']}, seed "
+    lines += [f"- {labels().get(g['model'], g['model'])}, {g['mode']}, seed "
               f"{g['seed']}: {g['summary']}" for g in payload['guard']]
     lines.append('')
   if payload['failures']:
     lines += ['## Failures', '']
     for f in payload['failures']:
       error = f['error'].splitlines()[0][:300] if f['error'] else ''
-      lines.append(f"- {LABELS.get(f['model'], f['model'])}, {f['mode']}, "
+      lines.append(f"- {labels().get(f['model'], f['model'])}, {f['mode']}, "
                    f"seed {f['seed']}: {error}")
     lines.append('')
   lines.append(f"Total wall time: {payload['timings']['total_seconds']:.0f} s"

@@ -49,14 +49,6 @@ from mu_jax import report
 from mu_jax import splits as splits_lib
 from mu_jax import unlearn
 
-# Per method: (its own knob in config.method, the values searched).
-KNOBS: Mapping[str, tuple[str, tuple[Any, ...]]] = {
-    'neggrad_plus': ('alpha', (0.6, 0.8, 0.95)),
-    'random_label': ('retain_steps', (0, 20)),
-    'salun': ('mask_ratio', (0.1, 0.3, 0.5)),  # Default 0.2; SalUn's 0.5.
-    'bad_teaching': ('temperature', (1.0, 2.0, 4.0)),
-    'scrub': ('msteps', (1, 2, 4)),
-}
 
 
 def tune_config() -> ml_collections.ConfigDict:
@@ -68,7 +60,7 @@ def tune_config() -> ml_collections.ConfigDict:
   # Learning rates and epochs searched, as factors of the method's default.
   config.lr_factors = (0.25, 0.5, 1.0, 2.0, 4.0)
   config.epoch_factors = (0.5, 1.0, 2.0)
-  config.knobs = True  # Also search the method's own knob (KNOBS).
+  config.knobs = True  # Also search the method's own knob (its card's).
   # Trials per (mode, method): the grid, or this many points of it drawn
   # with a seeded generator (the default always among them).
   config.budget = 24
@@ -85,8 +77,9 @@ def _grid(tune: ml_collections.ConfigDict, name: str,
   axes = [[('lr_factor', f) for f in tune.lr_factors],
           [('epoch_factor', f) for f in tune.epoch_factors]]
   default = {'lr_factor': 1.0, 'epoch_factor': 1.0}
-  if tune.knobs and name in KNOBS:
-    field, values = KNOBS[name]
+  knob = methods.card(name).knob
+  if tune.knobs and knob is not None:
+    field, values = knob
     axes.append([(field, v) for v in values])
     default[field] = base.get(field)
   grid = [dict(point) for point in itertools.product(*axes)]
@@ -231,8 +224,8 @@ def run(config: ml_collections.ConfigDict, workdir: str = '') -> dict:
       'runs', f'{config.data.name}_{config.model.name}', 'tune')
   report.check_output_folder(workdir, '--workdir')
   tune = config.tune
-  names = [methods.canonical_name(n) for n in _names(tune.methods)] or [
-      m for m in methods.AVAILABLE if m != 'retrain']
+  names = [methods.canonical_name(n) for n in _names(tune.methods)] or (
+      methods.unlearning_methods())
   for name in names:
     methods.get(name)  # Unknown: a ValueError naming the choices.
   if tune.eval_seeds < 1 or tune.budget < 1:

@@ -18,10 +18,11 @@ import time
 
 from absl.testing import absltest
 
+from mu_jax import methods
+
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _HAS_TORCH = importlib.util.find_spec('torch') is not None
-_METHODS = ('finetune', 'neggrad', 'neggrad_plus', 'random_label', 'salun',
-            'bad_teaching', 'scrub')
+_METHODS = tuple(methods.unlearning_methods())
 _SECTIONS = ('torch', 'step', 'epoch', 'methods')
 
 

@@ -11,7 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-random}
 shift || true
-methods="finetune neggrad neggrad_plus random_label salun bad_teaching scrub"
+# Every unlearning method, from the registry (mu_jax/methods/).
+methods=$(python -c 'from mu_jax import methods; print(" ".join(methods.unlearning_methods()))')
 runs=()
 for method in $methods; do
   workdir="runs/compare_${mode}/${method}"

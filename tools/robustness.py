@@ -39,10 +39,9 @@ import time
 # Run from the repository root or from tools/.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from mu_jax import methods  # pylint: disable=g-import-not-at-top
 from mu_jax import parallel  # pylint: disable=g-import-not-at-top
 
-_METHODS = ('finetune', 'neggrad', 'neggrad_plus', 'random_label', 'salun',
-            'bad_teaching', 'scrub')
 
 
 def _embedded(mode, *, seed=0, classes=(0,), forget_num=0,
@@ -326,7 +325,8 @@ def tables(args) -> str:
   return '\n'.join(out)
 
 
-def main():
+def parse_args(argv=None) -> argparse.Namespace:
+  """The command line, with the settings, methods and guard resolved."""
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--out', default='runs/robustness')
   parser.add_argument('--checkpoint_dir', default='checkpoints')
@@ -334,7 +334,9 @@ def main():
                       help='the settings of the development or evaluation '
                       'grid (unless --settings names some)')
   parser.add_argument('--settings', default='')
-  parser.add_argument('--methods', default=','.join(_METHODS))
+  parser.add_argument('--methods', default='',
+                      help='comma-separated; default: every unlearning '
+                      'method (mu_jax.methods.unlearning_methods)')
   parser.add_argument('--guard', default='on,off',
                       help='on, off or on,off')
   parser.add_argument('--set', action='append', default=[],
@@ -345,10 +347,11 @@ def main():
                       help='the npz files of tools/make_mnist5k.py and '
                       'tools/make_eval_datasets.py')
   parser.add_argument('--report_only', action='store_true')
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
   args.settings = ([s for s in args.settings.split(',') if s]
                    or list(GRIDS[args.grid]))
-  args.methods = [m for m in args.methods.split(',') if m]
+  args.methods = ([m for m in args.methods.split(',') if m]
+                  or methods.unlearning_methods())
   args.guard = [g == 'on' for g in args.guard.split(',') if g]
   unknown = set(args.settings) - set(SETTINGS)
   if unknown:
@@ -356,6 +359,11 @@ def main():
                  f'{", ".join(SETTINGS)}')
   if args.set and not args.tag:
     parser.error('--set needs a --tag to name its cells')
+  return args
+
+
+def main():
+  args = parse_args()
   if not args.report_only:
     parallel.configure_host(cpu_convolutions='eigen')  # The cnn's faster.
     for setting in args.settings:

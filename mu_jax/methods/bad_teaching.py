@@ -59,6 +59,12 @@ def _steps_per_epoch(config: ml_collections.ConfigDict,
   return max(1, ctx.steps_per_epoch['forget'], retain_steps)
 
 
+# What the rest of mu_jax knows of the method (`base.Card`).
+CARD = base.Card(label='Bad Teaching',
+                 aliases=('badteaching', 'bad_teacher'), order=4,
+                 knob=('temperature', (1.0, 2.0, 4.0)))
+
+
 def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
   """Returns Bad Teaching in `config.variant` (canonical or capstone)."""
   variant = config.get('variant', 'canonical')

@@ -82,6 +82,31 @@ class Method(NamedTuple):
   frozen: FrozenFn | None = None
 
 
+class Card(NamedTuple):
+  """A method's facts that the rest of mu_jax reads from its module (`CARD`).
+
+  `methods/__init__.py` builds every table from the cards: the aliases
+  `--method` accepts, the table labels, the paper's row order, the tuner's
+  knob, the methods the suite, the tuner, the benchmarks and the
+  robustness tool run. A new method is its module (with a card) and its
+  config file.
+
+  Attributes:
+    label: the literature's name, for table rows (e.g. 'SalUn', 'FT').
+    aliases: other spellings `--method` accepts (lower case).
+    order: its row in the SalUn paper's tables (FT, RL, GA, ..., SalUn);
+      methods the paper does not have come after, by name.
+    knob: the tuner's own hyperparameter of the method, (config field,
+      values searched), or None.
+    unlearns: False for retrain, the gold standard every table compares to.
+  """
+  label: str
+  aliases: tuple[str, ...] = ()
+  order: int = 100
+  knob: tuple[str, tuple[Any, ...]] | None = None
+  unlearns: bool = True
+
+
 class Balance(NamedTuple):
   """A method's knob between forgetting and keeping what it must keep.
 

@@ -49,6 +49,10 @@ def _capstone_prepare(rng, state):
   return state.with_optimizer(_capstone_optimizer()), ()
 
 
+# What the rest of mu_jax knows of the method (`base.Card`).
+CARD = base.Card(label='GA', aliases=('ga',), order=2)
+
+
 def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
   """Returns NegGrad; `config.variant` picks canonical or capstone."""
   variant = config.get('variant', 'canonical')

@@ -39,6 +39,11 @@ def _tilt_alpha(alpha: float, strength: float) -> float:
 BALANCE = base.Balance(('alpha',), _tilt_alpha)
 
 
+# What the rest of mu_jax knows of the method (`base.Card`).
+CARD = base.Card(label='NegGrad+', aliases=('neggrad+',), order=3,
+                 knob=('alpha', (0.6, 0.8, 0.95)))
+
+
 def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
   """Returns NegGrad+; `config.alpha` weights the retain term."""
   alpha = float(config.get('alpha', 0.95))

@@ -84,6 +84,11 @@ def _plain_apply(state, method_state, grads, model_state):
 BALANCE = base.Balance(('retain_weight',), base.repair_weight)
 
 
+# What the rest of mu_jax knows of the method (`base.Card`).
+CARD = base.Card(label='RL', aliases=('rl',), order=1,
+                 knob=('retain_steps', (0, 20)))
+
+
 def make(config: ml_collections.ConfigDict, ctx: base.Context, *,
          prepare=base.no_prepare,
          apply_gradients: ApplyGradients = _plain_apply) -> base.Method:

@@ -12,6 +12,10 @@ import ml_collections
 from mu_jax.methods import base
 
 
+# What the rest of mu_jax knows of the method (`base.Card`).
+CARD = base.Card(label='Retrain', unlearns=False)
+
+
 def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
   """Returns the retrain method; `config.augment` enables crop and flip."""
 

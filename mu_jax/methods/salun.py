@@ -156,6 +156,11 @@ def _masked_apply(state, method_state, grads, model_state):
 BALANCE = random_label.BALANCE
 
 
+# What the rest of mu_jax knows of the method (`base.Card`).
+CARD = base.Card(label='SalUn', order=6,
+                 knob=('mask_ratio', (0.1, 0.3, 0.5)))
+
+
 def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
   """Returns SalUn; `config.mask_ratio` is the fraction of weights that move."""
   ratio = float(config.get('mask_ratio', 0.5))

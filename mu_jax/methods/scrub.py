@@ -91,6 +91,10 @@ def _lr_decay(plan, epochs: int, decay_epochs, rate: float) -> optax.Schedule:
 BALANCE = base.Balance(('alpha', 'gamma'), base.repair_weight)
 
 
+# What the rest of mu_jax knows of the method (`base.Card`).
+CARD = base.Card(label='SCRUB', order=5, knob=('msteps', (1, 2, 4)))
+
+
 def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
   """Returns SCRUB in `config.variant` (canonical or capstone)."""
   variant = config.get('variant', 'canonical')

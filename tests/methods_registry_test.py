@@ -1,0 +1,87 @@
+"""Every list of methods comes from the method modules (their `CARD`).
+
+A dummy method, registered as a module would be by its file, is picked up
+by `--method` (its alias), the suite's default rows and labels, the tuner's
+grid (its knob), the benchmarks and the robustness tool.
+"""
+
+import importlib.util
+import os
+import sys
+import types
+from unittest import mock
+
+from absl.testing import absltest
+
+from configs import default
+from configs import suite as suite_config
+from configs import tune as tune_config
+from mu_jax import methods
+from mu_jax import suite
+from mu_jax import suite_report
+from mu_jax import tune
+from mu_jax.methods import base
+from mu_jax.methods import finetune
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _robustness():
+  spec = importlib.util.spec_from_file_location(
+      'robustness', os.path.join(_ROOT, 'tools', 'robustness.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+class RegistryTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    dummy = types.ModuleType('mu_jax.methods.dummy')
+    dummy.CARD = base.Card(label='Dummy', aliases=('dm',), order=50,
+                           knob=('epochs', (1, 3)))
+    dummy.make = finetune.make
+    # Its config file, configs/dummy.py: fine-tuning's defaults.
+    dummy_config = types.ModuleType('configs.dummy')
+
+    def method(mode='random'):
+      section = default.method_config('finetune', mode)
+      section.name = 'dummy'
+      return section
+
+    dummy_config.method = method
+    self.enter_context(mock.patch.dict(sys.modules, {
+        'mu_jax.methods.dummy': dummy, 'configs.dummy': dummy_config}))
+    self.enter_context(mock.patch.object(
+        methods, 'AVAILABLE', (*methods.AVAILABLE, 'dummy')))
+    self.dummy = dummy
+
+  def test_names_and_order(self):
+    self.assertIs(methods.get('DM'), self.dummy)
+    self.assertEqual(methods.canonical_name('dm'), 'dummy')
+    # The SalUn paper's rows first, the dummy after them.
+    self.assertEqual(methods.unlearning_methods(),
+                     ['finetune', 'random_label', 'neggrad', 'neggrad_plus',
+                      'bad_teaching', 'scrub', 'salun', 'dummy'])
+    self.assertEqual(suite_report.labels()['dummy'], 'Dummy')
+
+  def test_suite_tuner_benchmarks_and_robustness_pick_it_up(self):
+    config = suite_config.get_config('smoke')
+    names, _, _ = suite.plan(config)
+    self.assertEqual(names[-1], 'dummy')
+    grid = tune._grid(tune_config.get_config().tune, 'dummy',
+                      default.method_config('finetune'), seed=0)
+    self.assertEqual({point['epochs'] for point in grid[1:]}, {1, 3})
+    from benchmarks import mu_jax_side  # pylint: disable=g-import-not-at-top
+    self.assertIn('dummy', mu_jax_side.default_methods())
+    self.assertIn('dummy', _robustness().parse_args([]).methods)
+
+  def test_every_method_has_a_card(self):
+    for name in methods.AVAILABLE:
+      if name != 'dummy':
+        self.assertTrue(hasattr(methods.get(name), 'CARD'), name)
+
+
+if __name__ == '__main__':
+  absltest.main()
