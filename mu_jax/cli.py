@@ -213,12 +213,12 @@ def _resolve_config(config):
   `--config.method.*` and method shortcut flags are applied on top.
   """
   from configs import default  # pylint: disable=g-import-not-at-top
+  from mu_jax import splits  # pylint: disable=g-import-not-at-top
   method_flag = _method_flag()
   with config.unlocked():
     _apply_shortcuts(config)
     _apply_salun_split_flags(config)
-    if config.split.mode == 'classwise':
-      config.split.mode = 'class_wise'
+    config.split.mode = splits.canonical_mode(config.split.mode)
     name = method_flag or config.method.name
     if (method_flag is not None
         or config.method.get('mode') != config.split.mode):

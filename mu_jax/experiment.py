@@ -38,8 +38,7 @@ ConfigError = errors.ConfigError
 def check_config(config: ml_collections.ConfigDict):
   """Canonical spellings (original CLI aliases) and up-front checks."""
   with config.unlocked():
-    if config.split.mode == 'classwise':
-      config.split.mode = 'class_wise'
+    config.split.mode = splits_lib.canonical_mode(config.split.mode)
     augment_name = str(config.method.data_augment)
     if augment_name.lower() in ('', 'none'):
       augment_name = 'none'

@@ -56,8 +56,14 @@ class SplitError(errors.MuJaxError, ValueError):
   """A split request, or a saved split file, is invalid."""
 
 
+def canonical_mode(mode: str) -> str:
+  """`mode` with its alias spelled out ('classwise', the original project's
+  spelling, is 'class_wise'); the one place modes are normalised."""
+  return _MODE_ALIASES.get(mode, mode)
+
+
 def _normalize_mode(mode: str) -> str:
-  mode = _MODE_ALIASES.get(mode, mode)
+  mode = canonical_mode(mode)
   if mode not in MODES:
     raise SplitError(
         f'Unknown split mode {mode!r}; use one of {MODES} '

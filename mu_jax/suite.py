@@ -124,8 +124,7 @@ def plan(config: ml_collections.ConfigDict):
   # By default every method, in the SalUn paper's row order (their cards).
   names = names or methods.unlearning_methods()
   names = list(dict.fromkeys(n for n in names if n != 'retrain'))
-  modes = ['class_wise' if m == 'classwise' else m
-           for m in _names(suite.modes)]
+  modes = [splits_lib.canonical_mode(m) for m in _names(suite.modes)]
   for mode in modes:
     if mode not in splits_lib.MODES:
       raise errors.ConfigError(
