@@ -94,6 +94,7 @@ def _setup(lr=0.05, epochs=2):
 
   def run_attempt(settings, monitor=None):
     scales.append(settings.lr_scale)
+    run_attempt.epochs.append(settings.epochs)
     config = ml_collections.ConfigDict(optim_config.to_dict())
     config.lr = optim_config.lr * settings.lr_scale
     return train.run(
@@ -102,6 +103,7 @@ def _setup(lr=0.05, epochs=2):
         prep=_PREP, mesh=parallel.make_mesh(1), monitor=monitor,
         checks_per_epoch=2)
 
+  run_attempt.epochs = []  # Each attempt's length, as `scales` its lr.
   return original, run_attempt, scales
 
 
@@ -337,19 +339,14 @@ class RunTest(absltest.TestCase):
 
   def test_a_short_run_is_lengthened_within_its_budget(self):
     original, run_attempt, scales = _setup()
-    epochs = []
-
-    def recording(settings, monitor=None):
-      epochs.append(settings.epochs)
-      return run_attempt(settings, monitor)
 
     # Short of the target after 8 steps (2 epochs), at it after 16.
     probe = _ScriptedProbe([(99.0, 99.0, 90.0)] + [(95.0, 99.0, 90.0)] * 4
                            + [(92.0, 99.0, 90.0)] * 7 + [(90.0, 99.0, 90.0)])
     outcome = _run(_config(min_steps=10, budget=1.0, check_share=1.0),
-                   'random', probe, original, recording, budget_steps=40.0,
+                   'random', probe, original, run_attempt, budget_steps=40.0,
                    check_steps=1.0)
-    self.assertEqual(epochs, [2, 4])
+    self.assertEqual(run_attempt.epochs, [2, 4])
     self.assertEqual(scales, [1.0, 1.0])
     self.assertEqual(outcome.report['outcome'], guard.OUTCOME_FORGOTTEN)
     # The baseline, 8 steps and 4 checks, then 16 steps and 8 checks.
@@ -392,18 +389,13 @@ class RunTest(absltest.TestCase):
 
   def test_a_run_that_never_moved_is_not_lengthened(self):
     original, run_attempt, scales = _setup()
-    epochs = []
-
-    def recording(settings, monitor=None):
-      epochs.append(settings.epochs)
-      return run_attempt(settings, monitor)
 
     # The original's forget accuracy at every check: stepping up, not
     # running longer, is what can help (a saturated softmax).
     probe = _ScriptedProbe([(99.0, 99.0, 90.0)] * 9)
     _run(_config(min_steps=10, max_attempts=2), 'random', probe, original,
-         recording)
-    self.assertEqual(epochs, [2, 2])
+         run_attempt)
+    self.assertEqual(run_attempt.epochs, [2, 2])
     # It never moved: the step grows by lr_factor squared.
     self.assertEqual(scales, [1.0, 4.0])
 
