@@ -21,7 +21,7 @@ still leaves what it measured. Sections, in the order they run:
   recipe: batch 256, crop and flip, SGD) over 50,000 random uint8 images
   through `train.run`, host feeding included, per --epoch_dtypes (the first
   before the methods, the others after them).
-- methods: every unlearning method's RTE through `unlearn.unlearn` on the
+- methods: every unlearning method's RTE through `unlearning.unlearn` on the
   paper recipe (`paper_method(name, 'random')`) with its epochs cut to
   --method_epochs, from a random-init ResNet-18 'original' on the same
   synthetic data (the accuracies are meaningless; only time is measured).
@@ -287,10 +287,11 @@ def torch_child(spec_path: str, out_path: str):
   deadline = time.perf_counter() + spec['seconds']
   out = {'status': 'ok', 'rows': [], 'notes': []}
 
-  def write():
-    with open(out_path + '.tmp', 'w') as f:
-      json.dump(out, f, indent=2)
-    os.replace(out_path + '.tmp', out_path)
+  # mu_jax.atomic_files needs numpy only: this process never imports JAX.
+  from mu_jax import atomic_files  # pylint: disable=g-import-not-at-top
+
+  def write():  # Whole, so the parent reads the rows measured so far.
+    atomic_files.write_json(out_path, out)
 
   try:
     import torch  # pylint: disable=g-import-not-at-top
@@ -561,7 +562,7 @@ def epoch_row(settings, dataset, mesh, dtype, workdir) -> dict[str, Any]:
 
 
 def method_row(bench, method, recipe_epochs) -> dict[str, Any]:
-  """One method's shortened paper recipe through `unlearn.unlearn`."""
+  """One method's shortened paper recipe through `unlearning.unlearn`."""
   from benchmarks import mu_jax_side  # pylint: disable=g-import-not-at-top
   work = mu_jax_side.method_workload(bench, method)
   plan = {}
@@ -761,6 +762,7 @@ def format_markdown(payload: dict) -> str:
 
 
 def write_outputs(payload: dict, out_dir: str, budget: Budget):
+  from mu_jax import atomic_files  # pylint: disable=g-import-not-at-top
   from mu_jax import report  # pylint: disable=g-import-not-at-top
   payload['budget']['elapsed_seconds'] = budget.elapsed()
   payload['errors'] = sum(
@@ -770,10 +772,8 @@ def write_outputs(payload: dict, out_dir: str, budget: Budget):
   clean = json.loads(json.dumps(payload, default=str),
                      parse_constant=lambda c: None)
   report.write_json(os.path.join(out_dir, 'accelerator.json'), clean)
-  path = os.path.join(out_dir, 'accelerator.md')
-  with open(path + '.tmp', 'w') as f:
-    f.write(format_markdown(clean))
-  os.replace(path + '.tmp', path)
+  atomic_files.write_text(os.path.join(out_dir, 'accelerator.md'),
+                          format_markdown(clean))
 
 
 def run(settings: dict, out_dir: str, budget: Budget,
@@ -871,7 +871,7 @@ def _methods(settings, budget, payload, out_dir, workdir, dataset, mesh):
       'guard rails off (config.guard.enabled=False); a random-init original '
       f"model; synthetic data ({settings['epoch_images']} train images, "
       'random 10% forget set); everything else as in the recipe. wall = the '
-      'whole unlearn.unlearn call (compile included), RTE = its run time '
+      'whole unlearning.unlearn call (compile included), RTE = its run time '
       '(compile excluded).')
   bench = None
   for method in settings['methods']:

@@ -2,7 +2,7 @@
 
 Everything goes through the public driver, so the numbers include what a user
 pays: host batching, the per-step metrics read-back and the checks of
-`train.run`, and for methods `unlearn.unlearn` (splits, prepare, compile).
+`train.run`, and for methods `unlearning.unlearn` (splits, prepare, compile).
 
 `method_workload` also describes each method's work (epochs, phases, steps,
 batch sizes, optimizer, loss hyperparameters) as plain Python values, so that
@@ -20,6 +20,7 @@ import optax
 
 from configs import default
 from mu_jax import experiment
+from mu_jax import host_batches
 from mu_jax import methods
 from mu_jax import models
 from mu_jax import optim
@@ -27,7 +28,7 @@ from mu_jax import parallel
 from mu_jax import report
 from mu_jax import state as state_lib
 from mu_jax import train
-from mu_jax import unlearn
+from mu_jax import unlearning
 from mu_jax.methods import base
 
 
@@ -152,9 +153,10 @@ def step_throughput(model_name: str, batch_size: int,
 
   channels = shape[-1]
   result = train.run(
-      method, state, {'retain': train.split_data(images, labels)}, epochs=1,
-      batch_size={'retain': batch_size}, seed=seed,
-      prep=train.Preprocessing((127.5,) * channels, (64.0,) * channels),
+      method, state, {'retain': host_batches.split_data(images, labels)},
+      epochs=1, batch_size={'retain': batch_size}, seed=seed,
+      prep=host_batches.Preprocessing((127.5,) * channels,
+                                      (64.0,) * channels),
       mesh=mesh, desc=f'step {model_name}', on_step_end=mark)
   seconds = np.diff(marks)[warmup:]
   return {'img_per_s': float(batch_size / np.median(seconds)),
@@ -196,7 +198,7 @@ class Experiment:
 
 
 def method_workload(bench: Experiment, method: str) -> dict[str, Any]:
-  """What `unlearn.unlearn` will run for `method`, as plain values.
+  """What `unlearning.unlearn` will run for `method`, as plain values.
 
   Returns:
     {'method', 'epochs', 'plan' (per epoch, [(phase, steps)]), 'phases'
@@ -207,11 +209,11 @@ def method_workload(bench: Experiment, method: str) -> dict[str, Any]:
   exp = bench.exp(method)
   config = exp.config.method
   size = config.batch_size
-  # The batch sizes unlearn.run_method gives the driver.
+  # The batch sizes unlearning.run_method gives the driver.
   batch_size = {'forget': config.get('forget_batch_size', 0) or size,
                 'retain': config.get('retain_batch_size', 0) or size,
                 'mixed': size}
-  batch_size['forget'] = unlearn.fit_forget_batch(
+  batch_size['forget'] = unlearning.fit_forget_batch(
       batch_size['forget'], len(bench.split.forget), bench.mesh)
   n = {'forget': len(bench.split.forget), 'retain': len(bench.split.retain),
        'mixed': len(bench.dataset.train_labels)}
@@ -239,7 +241,7 @@ def method_workload(bench: Experiment, method: str) -> dict[str, Any]:
 
 
 def method_run(bench: Experiment, method: str) -> dict[str, Any]:
-  """Runs `method` once through `unlearn.unlearn` and times it.
+  """Runs `method` once through `unlearning.unlearn` and times it.
 
   Returns:
     {'wall_seconds' (the whole call: data, prepare, compile, steps),
@@ -250,7 +252,7 @@ def method_run(bench: Experiment, method: str) -> dict[str, Any]:
   original = bench.original(exp)
   jax.block_until_ready(original)
   start = time.perf_counter()
-  state, info, _ = unlearn.unlearn(exp, original, bench.split)
+  state, info, _ = unlearning.unlearn(exp, original, bench.split)
   jax.block_until_ready(state)
   wall = time.perf_counter() - start
   return {'wall_seconds': wall, 'rte_seconds': float(info['seconds']),

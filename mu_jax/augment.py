@@ -13,7 +13,13 @@ import jax.numpy as jnp
 
 def normalize(images: jax.Array, mean: Sequence[float],
               std: Sequence[float]) -> jax.Array:
-  """uint8 [B, H, W, C] -> float32, (x / 255 - mean) / std per channel."""
+  """uint8 [B, H, W, C] -> float32, (x / 255 - mean) / std per channel.
+
+  Float images are already in their model's own preprocessing (the library
+  face, mu_jax/api.py, takes them so) and pass through as float32.
+  """
+  if jnp.issubdtype(images.dtype, jnp.floating):
+    return images.astype(jnp.float32)
   x = images.astype(jnp.float32) / 255.0
   return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
 

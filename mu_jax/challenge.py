@@ -2,15 +2,14 @@
 
 They compare N unlearned models with N models retrained without the forget
 set, example by example, from [models, forget examples] statistics
-(`logit_scaled_confidence`):
+(`model_confidences.logit_scaled_confidence`):
+`forgetting_quality` is the challenge's forgetting-quality estimate F, from
+per-example (epsilon, delta) estimates; `challenge_score` folds in the
+challenge's utility ratios.
 
-* `forgetting_quality`: the challenge's forgetting-quality estimate F, from
-  per-example (epsilon, delta) estimates; `challenge_score` folds in the
-  challenge's utility ratios.
-* `ulira_attack`: a U-LiRA-style per-example likelihood-ratio attack.
-
-mu_jax/forgetting_quality.py trains and runs the N models and calls these;
-the per-model attacks of the usual table are in mu_jax/mia.py.
+mu_jax/forgetting_quality.py trains and runs the N models and calls these
+and U-LiRA (mu_jax/likelihood_ratio.py); the per-model attacks of the usual
+table are in mu_jax/mia.py.
 
 References:
   J. Triantafillou et al. NeurIPS 2023 Machine Unlearning Challenge starting
@@ -18,8 +17,6 @@ References:
   E. Triantafillou et al. `Are we making progress in unlearning? Findings
   from the first NeurIPS unlearning competition`, arXiv:2406.09073, 2024
   (`google-deepmind/unlearning_evaluation: metric.py, main.py`).
-  J. Hayes et al. `Inexact Unlearning Needs More Careful Evaluations to
-  Avoid a False Sense of Privacy`, arXiv:2403.01218, 2024 (U-LiRA).
 """
 
 import math
@@ -27,9 +24,8 @@ from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
-from scipy import special
-from scipy import stats
-from sklearn import metrics
+
+from mu_jax import model_confidences
 
 # NeurIPS 2023 Machine Unlearning Challenge: forgetting quality.
 #
@@ -43,106 +39,6 @@ CHALLENGE_THRESHOLDS_PER_UNIT = 100
 _WINDOW_MARGIN = 2.0
 _PEAKY_RANGE_RATIO = 0.01
 _BUCKET_WIDTH = 0.5
-
-
-def logit_scaled_confidence(
-    logits: npt.ArrayLike, labels: npt.ArrayLike) -> np.ndarray:
-  """Logit-scaled confidence of the true label: log p_y - log sum_{k!=y} p_k.
-
-  The per-example statistic of the NeurIPS 2023 unlearning challenge and of
-  LiRA / U-LiRA. With z the logits, it equals
-  `z_y - logsumexp_{k != y} z_k` (the log-softmax normaliser cancels), which
-  is what is computed here, in float64: no probability is formed, so nothing
-  underflows and the value is finite for any finite logits.
-
-  Relation to the challenge's `compute_logit_scaled_confidence` (metric.py):
-  it forms the softmax probabilities (exponentiating in the logits' dtype,
-  float32 for PyTorch outputs) and returns
-  `log(p_y + 1e-45) - log(sum_{k!=y} p_k + 1e-45)`. For non-degenerate
-  inputs the two differ by about `1e-45 / p_y - 1e-45 / sum_{k!=y} p_k`,
-  i.e. they agree to float rounding (and to the float32 rounding of its
-  softmax). They differ once a probability underflows: there, its value
-  saturates near +-log(1e-45) = +-103.6 (e.g. 103.6 for logits [1000, 0, 0]
-  and label 0), while this one keeps growing (1000 - log 2 = 999.31).
-
-  Orientation: higher = the model is more confident in the true label;
-  0 means p_y = 1/2. Unbounded in both directions.
-
-  Args:
-    logits: [N, C] logits, C >= 2 classes (any float dtype; finite).
-    labels: [N] integer labels in [0, C).
-
-  Returns:
-    [N] float64 logit-scaled confidences.
-
-  Raises:
-    ValueError: if logits are not a finite, non-empty [N, C] array with
-      C >= 2, or labels are not N integers in [0, C).
-  """
-  logits = np.asarray(logits)
-  labels = np.asarray(labels)
-  if logits.ndim != 2 or logits.shape[0] == 0 or logits.shape[1] < 2:
-    raise ValueError(
-        f'logits must have shape [examples, classes] with at least 1 example '
-        f'and 2 classes, got shape {logits.shape}.')
-  logits = logits.astype(np.float64)
-  if not np.all(np.isfinite(logits)):
-    raise ValueError(
-        f'logits has {np.sum(~np.isfinite(logits))} NaN or infinite values; '
-        'check the model outputs.')
-  if labels.shape != logits.shape[:1]:
-    raise ValueError(
-        f'labels must have shape ({logits.shape[0]},) to match logits '
-        f'{logits.shape}, got shape {labels.shape}.')
-  if not np.issubdtype(labels.dtype, np.integer):
-    raise ValueError(
-        f'labels must be integer class indices, got dtype {labels.dtype}; '
-        'convert with .astype(int) (one-hot labels: argmax first).')
-  num_classes = logits.shape[1]
-  if np.any(labels < 0) or np.any(labels >= num_classes):
-    raise ValueError(
-        f'labels must lie in [0, {num_classes}), got values in '
-        f'[{labels.min()}, {labels.max()}].')
-  rows = np.arange(logits.shape[0])
-  true_logit = logits[rows, labels]
-  others = logits.copy()
-  others[rows, labels] = -np.inf
-  return true_logit - special.logsumexp(others, axis=1)
-
-
-def _as_model_matrix(
-    name: str, values: npt.ArrayLike, min_models: int) -> np.ndarray:
-  """Returns `values` as a finite float64 [models, examples] array."""
-  array = np.asarray(values, dtype=np.float64)
-  if array.ndim != 2:
-    raise ValueError(
-        f'{name} must be a 2-D [models, forget examples] array, got shape '
-        f'{array.shape}; stack one row of per-example confidences per model.')
-  if array.shape[1] == 0:
-    raise ValueError(f'{name} has no forget examples; pass at least one.')
-  if array.shape[0] < min_models:
-    raise ValueError(
-        f'{name} has {array.shape[0]} model(s) (rows); pass at least '
-        f'{min_models}, one row per independently unlearned/retrained model.')
-  if not np.all(np.isfinite(array)):
-    raise ValueError(
-        f'{name} has {np.sum(~np.isfinite(array))} NaN or infinite values; '
-        'use logit_scaled_confidence, which is finite for finite logits.')
-  return array
-
-
-def _as_model_matrices(
-    unlearned_confs: npt.ArrayLike, retrained_confs: npt.ArrayLike,
-    min_models: int) -> tuple[np.ndarray, np.ndarray]:
-  """Validates the two [models, examples] arrays against each other."""
-  unlearned = _as_model_matrix('unlearned_confs', unlearned_confs, min_models)
-  retrained = _as_model_matrix('retrained_confs', retrained_confs, min_models)
-  if unlearned.shape[1] != retrained.shape[1]:
-    raise ValueError(
-        f'unlearned_confs has {unlearned.shape[1]} forget examples (columns) '
-        f'but retrained_confs has {retrained.shape[1]}; both must score the '
-        'same forget set in the same order.')
-  return unlearned, retrained
 
 
 def challenge_max_epsilon(num_models: int) -> float:
@@ -442,7 +338,7 @@ def forgetting_quality(
       (models) or no columns, the column counts differ, or a keyword is out
       of range.
   """
-  unlearned, retrained = _as_model_matrices(
+  unlearned, retrained = model_confidences.model_matrices(
       unlearned_confs, retrained_confs, min_models=2)
   if not 0.0 <= delta < 1.0:
     raise ValueError(f'delta must be in [0, 1), got {delta}.')
@@ -532,121 +428,3 @@ def challenge_score(
           f'{name} must be positive (it is a denominator), got {value}; '
           'check that the retrained models were evaluated.')
   return quality * (retain_u / retain_r) * (test_u / test_r)
-
-
-def _leave_one_out_gaussians(
-    values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """Per-example mean and variance of each row's M - 1 sibling rows.
-
-  Args:
-    values: [M, E], M >= 3.
-
-  Returns:
-    (mean, var), each [M, E]: entry [m, i] is fitted on column i without
-    row m (maximum likelihood: the variance divides by M - 1, the number of
-    values fitted).
-  """
-  count = values.shape[0]
-  mean = values.mean(axis=0)
-  deviation = values - mean
-  sum_squares = np.sum(deviation**2, axis=0)
-  # Removing x_m moves the mean by -(x_m - mean) / (M - 1) and the sum of
-  # squared deviations by -(x_m - mean)**2 * M / (M - 1).
-  loo_mean = mean - deviation / (count - 1)
-  loo_sum_squares = sum_squares - deviation**2 * (count / (count - 1))
-  return loo_mean, np.maximum(loo_sum_squares, 0.0) / (count - 1)
-
-
-def _gaussian_log_density(x, mean, var, std_floor):
-  """log N(x; mean, std) without the -log(2 pi) / 2 that cancels in ratios."""
-  std = np.maximum(np.sqrt(var), std_floor)
-  return -0.5 * ((x - mean) / std)**2 - np.log(std)
-
-
-def ulira_attack(
-    unlearned_confs: npt.ArrayLike,
-    retrained_confs: npt.ArrayLike,
-    *,
-    std_floor: float = 1e-6,
-) -> dict[str, float | np.ndarray]:
-  """U-LiRA-style per-example likelihood-ratio attack: unlearned vs retrained.
-
-  After Hayes et al. (2024): for each forget example, Gaussians are fitted to
-  its confidence under the unlearned models and under the retrained models
-  (per-example mean and standard deviation), and a model's confidence x
-  scores log N(x; unlearned fit) - log N(x; retrained fit), the log
-  likelihood ratio (> 0 leans "unlearned"). To keep the test honest, no
-  model is scored by a Gaussian fitted on itself (leave one model out): an
-  unlearned model is scored against the unlearned fit of the other Mu - 1
-  unlearned models and the retrained fit of all Mr retrained ones, and a
-  retrained model the other way round. The paper fits on shadow models and
-  attacks separate target models; leave-one-out is that scheme with every
-  model in turn the target and the others the shadows.
-
-  The fits are maximum likelihood (`np.std`, as in LiRA) on the models
-  fitted; a standard deviation is at least `std_floor` so constant
-  confidences give finite scores. Use `logit_scaled_confidence`, which is
-  roughly Gaussian per example; raw probabilities are not.
-
-  Orientation: AUC 0.5 (and TPR at 1% FPR near 0.01) = the unlearned models
-  are indistinguishable from retraining, the ideal; 1.0 = every unlearned
-  model is told apart. Below 0.5 is possible by chance or when each
-  model's own fit matters (few models).
-
-  Args:
-    unlearned_confs: [Mu, E] confidence of each forget example under each of
-      Mu >= 3 unlearned models.
-    retrained_confs: [Mr, E] the same under Mr >= 3 retrained models.
-    std_floor: the smallest standard deviation used, in confidence units.
-
-  Returns:
-    A dict with
-      'auc': ROC AUC of the scores over all Mu * E unlearned (positive) and
-        Mr * E retrained (model, example) pairs; ties count one half.
-      'tpr_at_1pct_fpr': the largest TPR on the ROC curve at FPR <= 0.01.
-      'accuracy': balanced accuracy of the fixed rule score > 0 (likelihood
-        ratio > 1) predicts "unlearned": the mean of the two classes'
-        accuracies; 0.5 = chance.
-      'example_auc': [E] the AUC of each example's Mu + Mr scores, to find
-        the examples that are least forgotten.
-      'unlearned_scores': [Mu, E] and 'retrained_scores': [Mr, E], the log
-        likelihood ratios.
-
-  Raises:
-    ValueError: if an input is not a finite 2-D array, has fewer than 3 rows
-      (models) or no columns, the column counts differ, or std_floor <= 0.
-  """
-  unlearned, retrained = _as_model_matrices(
-      unlearned_confs, retrained_confs, min_models=3)
-  if not 0.0 < std_floor < np.inf:
-    raise ValueError(f'std_floor must be positive and finite, got {std_floor}.')
-  loo_mean_u, loo_var_u = _leave_one_out_gaussians(unlearned)
-  loo_mean_r, loo_var_r = _leave_one_out_gaussians(retrained)
-  mean_u, var_u = unlearned.mean(axis=0), unlearned.var(axis=0)
-  mean_r, var_r = retrained.mean(axis=0), retrained.var(axis=0)
-  unlearned_scores = (
-      _gaussian_log_density(unlearned, loo_mean_u, loo_var_u, std_floor) -
-      _gaussian_log_density(unlearned, mean_r, var_r, std_floor))
-  retrained_scores = (
-      _gaussian_log_density(retrained, mean_u, var_u, std_floor) -
-      _gaussian_log_density(retrained, loo_mean_r, loo_var_r, std_floor))
-
-  scores = np.concatenate([unlearned_scores.ravel(), retrained_scores.ravel()])
-  labels = np.concatenate([np.ones(unlearned_scores.size),
-                           np.zeros(retrained_scores.size)])
-  fpr, tpr, _ = metrics.roc_curve(labels, scores)
-  # Per example: Mann-Whitney U from ranks (ties averaged), as roc_auc_score.
-  num_u, num_r = unlearned.shape[0], retrained.shape[0]
-  ranks = stats.rankdata(
-      np.concatenate([unlearned_scores, retrained_scores]), axis=0)
-  example_auc = ((ranks[:num_u].sum(axis=0) - num_u * (num_u + 1) / 2) /
-                 (num_u * num_r))
-  return {
-      'auc': float(metrics.roc_auc_score(labels, scores)),
-      'tpr_at_1pct_fpr': float(tpr[fpr <= 0.01].max()),
-      'accuracy': float(0.5 * (np.mean(unlearned_scores > 0) +
-                               np.mean(retrained_scores <= 0))),
-      'example_auc': example_auc,
-      'unlearned_scores': unlearned_scores,
-      'retrained_scores': retrained_scores,
-  }

@@ -8,7 +8,6 @@ trained, resumed or reused through `checkpoint.train_or_reuse`.
 `--config.init_from` loads a given original model instead.
 """
 
-import hashlib
 import json
 import os
 from typing import Any, NamedTuple
@@ -18,7 +17,9 @@ import ml_collections
 from absl import logging
 import numpy as np
 
+from mu_jax import atomic_files
 from mu_jax import checkpoint as checkpoint_lib
+from mu_jax import host_batches
 from mu_jax import models
 from mu_jax import optim
 from mu_jax import parallel
@@ -93,7 +94,7 @@ class TrainingJob(NamedTuple):
   data: dict
   epochs: int
   batch_size: int
-  prep: train.Preprocessing
+  prep: host_batches.Preprocessing
 
 
 def model_seed(seed: int, model_index: int) -> int:
@@ -127,7 +128,7 @@ def classifier_job(exp: Experiment, kind: str, images, labels,
   """
   config = exp.config
   seed = model_seed(config.seed, model_index)
-  data = {'retain': train.split_data(images, labels)}
+  data = {'retain': host_batches.split_data(images, labels)}
   batch, epochs = config.train.batch_size, config.train.epochs
   tx = optim.make_optimizer(config.train.optim, len(labels) // batch, epochs)
   template = exp.new_state(tx, jax.random.key(seed))
@@ -139,10 +140,9 @@ def classifier_job(exp: Experiment, kind: str, images, labels,
   # model, training, seed) hashed into its name, so that models of other
   # data or recipes (the smoke config's, an npz of one's own) get folders of
   # their own instead of being refused in one folder.
-  key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode())
   name = (f'{exp.dataset.name}_{models.tag(config.model)}_{split_tag[0]}'
           f'_s{config.seed}' + (f'_m{model_index}' if model_index else '')
-          + f'-{key.hexdigest()[:8]}')
+          + f'-{atomic_files.content_key(recipe, 8)}')
   method = retrain.make(
       ml_collections.ConfigDict({'augment': config.train.augment}),
       exp.context(data, {'retain': batch}, epochs))

@@ -68,6 +68,8 @@ class DataError(errors.MuJaxError, ValueError):
 class Dataset:
   """Train and test uint8 [N, H, W, C] images with int32 [N] labels.
 
+  (float32 images are the library face's: already preprocessed.)
+
   The arrays are made read-only, so the cached fingerprint cannot go stale;
   copy an array before editing it.
   """
@@ -88,7 +90,9 @@ class Dataset:
     for split in ('train', 'test'):
       images = getattr(self, f'{split}_images')
       labels = getattr(self, f'{split}_labels')
-      if (images.dtype != np.uint8 or images.ndim != 4 or
+      # float32 images are already in their model's preprocessing (the
+      # library face, mu_jax/api.py); mean and std then go unused.
+      if (images.dtype not in (np.uint8, np.float32) or images.ndim != 4 or
           labels.dtype != np.int32 or labels.shape != images.shape[:1]):
         raise DataError(
             f'{self.name}: {split} needs uint8 [N, H, W, C] images and int32 '
@@ -99,6 +103,10 @@ class Dataset:
         raise DataError(f'{self.name}: {split} labels must lie in '
                         f'[0, {self.num_classes}); fix num_classes or labels.')
       images.flags.writeable = labels.flags.writeable = False
+    if self.test_images.dtype != self.train_images.dtype:
+      raise DataError(f'{self.name}: train images are '
+                      f'{self.train_images.dtype}, test images '
+                      f'{self.test_images.dtype}; give both one dtype.')
     if self.test_images.shape[1:] != self.train_images.shape[1:]:
       raise DataError(f'{self.name}: train and test images differ in shape; '
                       'fix the files.')

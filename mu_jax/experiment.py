@@ -18,8 +18,9 @@ from mu_jax import augmentation
 from mu_jax import checkpoint as checkpoint_lib
 from mu_jax import data as data_lib
 from mu_jax import errors
-from mu_jax import evaluate
+from mu_jax import evaluation
 from mu_jax import guard
+from mu_jax import host_batches
 from mu_jax import methods
 from mu_jax import models
 from mu_jax import optim
@@ -27,7 +28,6 @@ from mu_jax import parallel
 from mu_jax import report
 from mu_jax import splits as splits_lib
 from mu_jax import state as state_lib
-from mu_jax import train
 from mu_jax.methods import base
 
 SUPERVISED_MODES = ('simple', 'original')
@@ -162,12 +162,15 @@ def _load_data(config):
 class Experiment:
   """Shared pieces of one run: model factory, mesh, preprocessing."""
 
-  def __init__(self, config, dataset, mesh, events_dir: str = ''):
+  def __init__(self, config, dataset, mesh, events_dir: str = '',
+               model=None):
     """Args: config, dataset, mesh; events_dir: where per-step metrics go as
-    TensorBoard event files ('' = nowhere)."""
+    TensorBoard event files ('' = nowhere); model: the Flax module, by
+    default `config.model`'s (mu_jax/api.py passes a user's own)."""
     self.config, self.dataset, self.mesh = config, dataset, mesh
     self.events_dir = events_dir
-    self.model = models.create(config.model, dataset.num_classes)
+    self.model = (model if model is not None else
+                  models.create(config.model, dataset.num_classes))
     self.image_shape = dataset.train_images.shape[1:]
 
   def init_variables(self, rng):
@@ -179,9 +182,9 @@ class Experiment:
   def new_state(self, tx, rng):
     return state_lib.create(self.model, tx, self.image_shape, rng)
 
-  def prep(self, augment: bool) -> train.Preprocessing:
+  def prep(self, augment: bool) -> host_batches.Preprocessing:
     c = self.config.train
-    return train.Preprocessing(
+    return host_batches.Preprocessing(
         self.dataset.mean, self.dataset.std,
         crop_padding=c.crop_padding if augment else 0,
         flip=c.flip and augment)
@@ -200,8 +203,8 @@ class Experiment:
 
   def evaluate(self, state, split: splits_lib.Split,
                desc: str = 'eval') -> dict[str, float]:
-    """`evaluate.row` of `state` on this experiment's data and mesh."""
-    return evaluate.row(state, self.dataset, split, mesh=self.mesh,
+    """`evaluation.row` of `state` on this experiment's data and mesh."""
+    return evaluation.row(state, self.dataset, split, mesh=self.mesh,
                         batch_size=self.config.eval.batch_size, desc=desc)
 
   def context(self, data, batch_size, epochs, simclr=None,
@@ -214,7 +217,7 @@ class Experiment:
         steps_per_epoch={s: len(d['label']) // batch_size.get(s, 1)
                          for s, d in data.items()},
         batch_size=dict(batch_size), init_variables=self.init_variables,
-        iterate=lambda s: train.iterate_in_order(
+        iterate=lambda s: host_batches.iterate_in_order(
             data[s], batch_size.get(s, self.config.eval.batch_size),
             eval_prep, self.mesh))
 

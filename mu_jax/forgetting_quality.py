@@ -13,7 +13,8 @@ randomness: batch order, random labels, teachers), and scores
   (log p_y - log sum_{k != y} p_k), with the per-example epsilon histogram;
 * the challenge's final score, F x (RA_u / RA_r) x (TA_u / TA_r), with
   the mean retain and test accuracies of the unlearned and retrained models;
-* a U-LiRA-style per-example attack (`challenge.ulira_attack`) when N >= 3.
+* a U-LiRA-style per-example attack (`likelihood_ratio.ulira_attack`)
+  when N >= 3.
 
 Cost: N - 1 more retrain models (checkpointed and reused like the run's own)
 and N - 1 more unlearning runs, whose outputs are kept in
@@ -30,7 +31,6 @@ and the vmapped program is slower (docs/RESULTS.md measures both).
 """
 
 import copy
-import hashlib
 import json
 import os
 import time
@@ -40,15 +40,17 @@ import jax
 import numpy as np
 from absl import logging
 
+from mu_jax import atomic_files
 from mu_jax import classifiers
 from mu_jax import errors
-from mu_jax import evaluate
+from mu_jax import evaluation
+from mu_jax import likelihood_ratio
 from mu_jax import methods
 from mu_jax import challenge
 from mu_jax import multiseed
 from mu_jax import parallel
 from mu_jax import splits as splits_lib
-from mu_jax import unlearn
+from mu_jax import unlearning
 from mu_jax.experiment import Experiment
 
 VMAP_CHOICES = ('auto', 'always', 'never')
@@ -68,7 +70,7 @@ def _outputs(exp: Experiment, state, split: splits_lib.Split,
              desc: str) -> dict[str, Any]:
   """The forget set's logit-scaled confidences, RA and TA of one model."""
   dataset = exp.dataset
-  forget = evaluate.per_example(
+  forget = evaluation.per_example(
       state, dataset.train_images[split.forget],
       dataset.train_labels[split.forget], mean=dataset.mean, std=dataset.std,
       mesh=exp.mesh, batch_size=exp.config.eval.batch_size, desc=desc)
@@ -107,12 +109,10 @@ def _unlearned(exp: Experiment, split: splits_lib.Split, original, unlearned,
   """
   outputs = [_outputs(exp, unlearned, split, 'eval unlearned 0')]
   seconds = 0.0
-  depends = json.dumps([json.loads(exp.config.method.to_json()),
-                        json.loads(exp.config.guard.to_json()),
-                        split.digest(), exp.config.init_from,
-                        json.loads(exp.config.train.to_json())],
-                       sort_keys=True)
-  key = hashlib.sha256(depends.encode()).hexdigest()[:12]
+  key = atomic_files.content_key(
+      [json.loads(exp.config.method.to_json()),
+       json.loads(exp.config.guard.to_json()), split.digest(),
+       exp.config.init_from, json.loads(exp.config.train.to_json())], 12)
   name = methods.canonical_name(exp.config.method.name)
   for i in range(1, count):
     seed = classifiers.model_seed(exp.config.seed, i)
@@ -126,14 +126,11 @@ def _unlearned(exp: Experiment, split: splits_lib.Split, original, unlearned,
     with config.unlocked():
       config.seed = seed  # The method's own randomness; the split is kept.
     run = Experiment(config, exp.dataset, exp.mesh)
-    state, info, _ = unlearn.unlearn(run, original, split)
+    state, info, _ = unlearning.unlearn(run, original, split)
     seconds += info['seconds']
     out = _outputs(run, state, split, f'eval unlearned {i}')
     if parallel.is_main_process():  # Process 0 writes the run's files.
-      os.makedirs(workdir, exist_ok=True)
-      with open(path + '.tmp', 'wb') as f:  # Complete, or absent.
-        np.savez(f, **out)
-      os.replace(path + '.tmp', path)
+      atomic_files.write_npz(path, out)  # Complete, or absent.
     outputs.append(out)
   return outputs, seconds
 
@@ -176,7 +173,8 @@ def measure(exp: Experiment, split: splits_lib.Split, original, retrained,
   edges, counts = quality.histogram()
   ulira = None
   if count >= 3:
-    attack = challenge.ulira_attack(stack(unlearn_out), stack(retrain_out))
+    attack = likelihood_ratio.ulira_attack(stack(unlearn_out),
+                                           stack(retrain_out))
     ulira = {'auc': float(attack['auc']),
              'tpr_at_1pct_fpr': float(attack['tpr_at_1pct_fpr'])}
   return {'models': count, 'forgetting_quality': float(quality.score),

@@ -97,7 +97,7 @@ import numpy as np
 from absl import logging
 
 from mu_jax import errors
-from mu_jax import evaluate
+from mu_jax import evaluation
 from mu_jax import train
 
 PyTree = Any
@@ -245,7 +245,7 @@ class Probe:
 
   def __call__(self, state) -> dict[str, np.ndarray]:
     start = time.perf_counter()
-    out = {key: evaluate.per_example(state, images, labels, desc='guard',
+    out = {key: evaluation.per_example(state, images, labels, desc='guard',
                                      **self._eval)['correct']
            for key, (images, labels) in self._sets.items()}
     self.seconds += time.perf_counter() - start

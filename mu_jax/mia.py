@@ -12,9 +12,9 @@ Two attacks on per-example statistics computed on the host:
 
 Both take numpy-convertible 1-D arrays; run the model in eval mode and pass,
 e.g., `softmax(logits)[i, label_i]` or the per-example cross-entropy. The
-statistics that compare many unlearned models with many retrained ones (the
-NeurIPS 2023 challenge's forgetting quality, U-LiRA) are in
-mu_jax/challenge.py.
+statistics that compare many unlearned models with many retrained ones are
+in mu_jax/challenge.py (the NeurIPS 2023 challenge's forgetting quality) and
+mu_jax/likelihood_ratio.py (U-LiRA).
 
 References:
   C. Fan et al. `SalUn: Empowering Machine Unlearning via Gradient-based

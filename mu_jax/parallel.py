@@ -422,11 +422,28 @@ def separate_programs(mesh) -> bool:
 
 
 def compile_function(fun, **jit_kwargs):
-  """`jax.jit` for the computations outside the training steps.
+  """`jax.jit`, for every program mu_jax compiles: the one place that does.
 
-  Evaluation, features, sampling and one-off passes in a method's `prepare`
-  (`Context.compile`) compile through here, the training steps through
-  `train.run`: the two places that decide how mu_jax compiles. Arguments
-  are `jax.jit`'s.
+  The training steps (mu_jax/step_programs.py) and frozen teachers' passes
+  (mu_jax/teacher_outputs.py), compiled ahead of time for `train.run`,
+  evaluation, features, sampling and one-off passes in a method's `prepare`
+  (`Context.compile`) all compile through here. Arguments are `jax.jit`'s.
   """
   return jax.jit(fun, **jit_kwargs)
+
+
+def cached_program(cache: dict, key_tree, compile_fn):
+  """`compile_fn()`, or what it returned for a `key_tree` of the same
+  structure, shapes, dtypes and static fields.
+
+  `key_tree` holds the example arguments of an ahead-of-time compiled
+  program (strings in it name the program): runs that share `cache` (e.g.
+  the guard rails' attempts) compile each program once.
+  """
+  leaves, treedef = jax.tree.flatten(key_tree)
+  key = (treedef, tuple(
+      leaf if isinstance(leaf, str) else
+      (tuple(leaf.shape), str(leaf.dtype)) for leaf in leaves))
+  if key not in cache:
+    cache[key] = compile_fn()
+  return cache[key]

@@ -2,7 +2,7 @@
 
   config -> data and mesh (experiment.setup) -> split (experiment.make_split)
   -> original and retrain models (classifiers.train_classifiers)
-  -> unlearning (unlearn.unlearn) -> evaluation (evaluate.row; with
+  -> unlearning (unlearning.unlearn) -> evaluation (evaluation.row; with
   --config.eval.forgetting_quality_models, forgetting_quality.measure)
   -> the unlearned model saved (unlearned_model.save, workdir/unlearned/)
   -> report (report.experiment, written to workdir/report.json; a workdir
@@ -21,13 +21,13 @@ from absl import logging
 
 from mu_jax import augmentation
 from mu_jax import classifiers
-from mu_jax import evaluate
+from mu_jax import evaluation
 from mu_jax import experiment
 from mu_jax import forgetting_quality
 from mu_jax import methods
 from mu_jax import parallel
 from mu_jax import report
-from mu_jax import unlearn
+from mu_jax import unlearning
 from mu_jax import unlearned_model
 
 
@@ -81,17 +81,17 @@ def run(config: ml_collections.ConfigDict, workdir: str = '') -> dict:
         'history': retrain_info['history'], 'guard': {'enabled': False},
         'augmentation': augmentation.report(config.method, 0, {})}
   else:
-    unlearned, unlearn_info, simclr_info = unlearn.unlearn(exp, original,
+    unlearned, unlearn_info, simclr_info = unlearning.unlearn(exp, original,
                                                            split)
 
   eval_start = time.perf_counter()
-  rows = {key: evaluate.row(state, dataset, split, mesh=mesh,
+  rows = {key: evaluation.row(state, dataset, split, mesh=mesh,
                             batch_size=config.eval.batch_size,
                             desc=f'eval {key}')
           for key, state in (('original', original), ('retrain', retrained),
                              ('unlearned', unlearned))}
   for key in ('original', 'unlearned'):
-    rows[key]['avg_gap'] = evaluate.avg_gap(rows[key], rows['retrain'])
+    rows[key]['avg_gap'] = evaluation.avg_gap(rows[key], rows['retrain'])
   rows['retrain']['avg_gap'] = 0.0
   eval_seconds = time.perf_counter() - eval_start
 

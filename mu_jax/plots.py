@@ -9,12 +9,13 @@ nothing here touches global matplotlib state or needs a display.
 
 import io
 import math
-import os
 from typing import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
+
+from mu_jax import atomic_files
 
 # Mean and std of one metric per model: {'mean': {...}, 'std': {...}}.
 Summary = Mapping[str, Mapping[str, Mapping[str, float]]]
@@ -33,9 +34,8 @@ def _save(fig: Figure, path: str) -> str:
   buffer.seek(0)
   image = Image.open(buffer).convert('RGB').quantize(
       colors=256, method=Image.Quantize.MEDIANCUT)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  image.save(path, optimize=True)
-  return path
+  return atomic_files.write(
+      path, lambda f: image.save(f, format='PNG', optimize=True))
 
 
 def _mean_std(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -45,9 +45,18 @@ def _mean_std(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return values.mean(0), std
 
 
-def _grid(n: int, max_columns: int = 4) -> tuple[int, int]:
-  columns = min(n, max_columns)
-  return math.ceil(n / columns), columns
+def _panels(n: int, width: float, height: float,
+            max_columns: int = 4) -> tuple[Figure, np.ndarray]:
+  """A figure for `n` panels of `width` x `height` inches, at most
+  `max_columns` a row: the figure and all its axes, flat, the ones after
+  the n-th hidden (the grid's spare cells stay blank)."""
+  columns = min(max(1, n), max_columns)
+  rows = math.ceil(max(1, n) / columns)
+  fig = Figure(figsize=(width * columns, height * rows), layout='constrained')
+  axes = fig.subplots(rows, columns, squeeze=False).ravel()
+  for ax in axes[n:]:
+    ax.set_visible(False)
+  return fig, axes
 
 
 def metric_bars(summary: Summary, methods: Sequence[str], path: str, *,
@@ -114,9 +123,7 @@ def accuracy_curves(curves: Mapping[str, Mapping[str, Sequence]],
     title: figure title.
   """
   labels = labels or {}
-  rows, columns = _grid(max(1, len(curves)))
-  fig = Figure(figsize=(3.4 * columns, 2.8 * rows), layout='constrained')
-  axes = fig.subplots(rows, columns, squeeze=False).ravel()
+  fig, axes = _panels(len(curves), 3.4, 2.8)
   for ax, (method, curve) in zip(axes, curves.items()):
     steps = np.asarray(curve['step'])
     for key, color, name in (('forget_acc', _FORGET, 'forget'),
@@ -133,8 +140,6 @@ def accuracy_curves(curves: Mapping[str, Mapping[str, Sequence]],
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
     ax.set_xlabel('unlearning step', fontsize=8)
-  for ax in axes[len(curves):]:
-    ax.set_visible(False)
   axes[0].set_ylabel('accuracy (%)')
   axes[0].legend(fontsize=7, loc='lower left',
                  title='dashed: retrain', title_fontsize=7)
@@ -167,9 +172,7 @@ def tsne(panels: Mapping[str, Mapping[str, np.ndarray]], path: str, *,
   from sklearn import manifold  # pylint: disable=g-import-not-at-top
 
   labels = labels or {}
-  rows, columns = _grid(max(1, len(panels)))
-  fig = Figure(figsize=(3.0 * columns, 3.0 * rows), layout='constrained')
-  axes = fig.subplots(rows, columns, squeeze=False).ravel()
+  fig, axes = _panels(len(panels), 3.0, 3.0)
   for ax, (model, panel) in zip(axes, panels.items()):
     points = np.concatenate([panel['retain'], panel['forget']]).astype(
         np.float64)
@@ -191,8 +194,6 @@ def tsne(panels: Mapping[str, Mapping[str, np.ndarray]], path: str, *,
                marker='D', edgecolors='k', linewidths=0.3)
     ax.set_title(labels.get(model, model), fontsize=10)
     ax.axis('off')
-  for ax in axes[len(panels):]:
-    ax.set_visible(False)
   if title:
     fig.suptitle(title + '\n(colour = class; dots = retain, '
                  'diamonds = forget)', fontsize=10)
@@ -216,9 +217,7 @@ def cka_heatmaps(matrices: Mapping[str, np.ndarray],
     title: figure title.
   """
   labels = labels or {}
-  rows, columns = _grid(max(1, len(matrices)))
-  fig = Figure(figsize=(3.3 * columns, 3.0 * rows), layout='constrained')
-  axes = fig.subplots(rows, columns, squeeze=False).ravel()
+  fig, axes = _panels(len(matrices), 3.3, 3.0)
   ticks = np.arange(len(layer_names))
   # One colour scale for all panels, stretched over the values present.
   low = min(float(np.min(m)) for m in matrices.values()) if matrices else 0.0
@@ -230,8 +229,6 @@ def cka_heatmaps(matrices: Mapping[str, np.ndarray],
     ax.set_title(f'{labels.get(model, model)} vs {reference}', fontsize=9)
     ax.set_xticks(ticks, layer_names, rotation=90, fontsize=6)
     ax.set_yticks(ticks, layer_names, fontsize=6)
-  for ax in axes[len(matrices):]:
-    ax.set_visible(False)
   if image is not None:
     fig.colorbar(image, ax=list(axes[:len(matrices)]), shrink=0.8,
                  label='linear CKA')

@@ -1,6 +1,5 @@
 """The run report: `report.json` (written atomically) and the printed table."""
 
-import contextlib
 import errno
 import importlib.metadata
 import json
@@ -10,6 +9,7 @@ from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 
+from mu_jax import atomic_files
 from mu_jax import errors
 from mu_jax import parallel
 
@@ -67,7 +67,7 @@ class EventLog:
 
 
 def write_json(path: str, payload: Mapping[str, Any]):
-  """Writes JSON via a temporary file and a rename: never half-written.
+  """Writes JSON whole (`atomic_files.write_json`): never half-written.
 
   On the processes of a multi-process run other than process 0 it writes
   nothing: process 0 writes the run's files (`parallel.is_main_process`).
@@ -78,16 +78,9 @@ def write_json(path: str, payload: Mapping[str, Any]):
   """
   if not parallel.is_main_process():
     return
-  tmp = f'{path}.tmp-{os.getpid()}'
   try:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(tmp, 'w') as f:
-      json.dump(payload, f, indent=2, sort_keys=False)
-      f.write('\n')
-    os.replace(tmp, path)
+    atomic_files.write_json(path, payload)
   except OSError as e:
-    with contextlib.suppress(OSError):
-      os.remove(tmp)
     error = errors.file_error(e, path, 'cannot write',
                               'choose another --workdir')
     if error is None:
@@ -220,7 +213,7 @@ def format_table(rows: Mapping[str, Mapping[str, float]],
   """A markdown table in the SalUn paper's format (UA, RA, TA, MIA, gap, RTE).
 
   Args:
-    rows: model label -> metrics dict (see `evaluate.metrics`).
+    rows: model label -> metrics dict (see `evaluation.metrics`).
     seconds: model label -> run time in seconds (RTE for the unlearned one).
   """
   columns = [c for c in _COLUMNS
@@ -255,7 +248,7 @@ def experiment(config, dataset, split, *, workdir: str, method: str,
     split: the `splits.Split`.
     workdir: where the report goes.
     method: the unlearning method's name.
-    rows: 'original', 'retrain', 'unlearned' -> `evaluate.row` plus avg_gap.
+    rows: 'original', 'retrain', 'unlearned' -> `evaluation.row` plus avg_gap.
     infos: the same keys -> training / unlearning info (seconds, reused,
       checkpoint, history; the unlearned one also compile_seconds,
       augmentation and guard).

@@ -24,11 +24,11 @@ import ml_collections
 
 from mu_jax import augment
 from mu_jax import classifiers
+from mu_jax import host_batches
 from mu_jax import losses
 from mu_jax import models
 from mu_jax import optim
 from mu_jax import state as state_lib
-from mu_jax import train
 from mu_jax.methods import base
 
 PyTree = Any
@@ -199,8 +199,8 @@ def pretrain(exp) -> tuple[Any, dict[str, Any]]:
             'model': models.recipe(config.model), 'ssl': ssl.to_dict(),
             'seed': config.seed}
   name = f'{dataset.name}_{models.tag(config.model)}_simclr_s{config.seed}'
-  data = {'retain': train.split_data(dataset.train_images,
-                                     dataset.train_labels)}
+  data = {'retain': host_batches.split_data(dataset.train_images,
+                                            dataset.train_labels)}
   method = simclr_method(
       ssl, exp.context(data, {'retain': ssl.batch_size}, ssl.epochs),
       dataset.mean, dataset.std)

@@ -30,12 +30,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import tempfile
 from typing import Sequence
 
 import numpy as np
 import numpy.typing as npt
 
+from mu_jax import atomic_files
 from mu_jax import errors
 
 MODES = ('random', 'class_wise')
@@ -163,9 +163,12 @@ class Split:
       raise SplitError(
           f'Split has {self.forget.size} forget and {self.retain.size} retain '
           'indices; both must be non-empty.')
-    if self.test.size == 0:
-      raise SplitError('Split.test is empty; the test set needs examples '
-                       'outside the forgotten classes.')
+    if self.test.size == 0 and self.val.size == 0:
+      # Only a validation set is needed to unlearn (the library face,
+      # mu_jax/api.py, gets no test set); measuring needs a test set, which
+      # make_split and load_split always give.
+      raise SplitError('Split.test and Split.val are empty; the test set '
+                       'needs examples outside the forgotten classes.')
     _check_partition({'forget': self.forget, 'retain': self.retain})
     # test, val and forget_test together are the whole test set.
     _check_partition({'test': self.test, 'val': self.val,
@@ -411,36 +414,22 @@ def save_split(
   Returns:
     Path of the written file, `directory/split_<name>_s<seed>.npz`.
   """
-  directory = os.fspath(directory)
-  os.makedirs(directory, exist_ok=True)
-  filename = _filename(split.name, split.seed)
-  path = os.path.join(directory, filename)
-  # Same directory, so os.replace is an atomic rename: readers never see a
-  # partly written file, and concurrent writers of the same split both win.
-  fd, tmp_path = tempfile.mkstemp(
-      dir=directory, prefix='.' + filename, suffix='.tmp')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      np.savez(
-          f,
-          format_version=np.int64(_FORMAT_VERSION),
-          dataset_fingerprint=np.str_(dataset_fingerprint),
-          mode=np.str_(split.mode),
-          seed=np.int64(split.seed),
-          forget_classes=np.asarray(split.forget_classes, dtype=np.int64),
-          forget=split.forget,
-          retain=split.retain,
-          test=split.test,
-          forget_test=split.forget_test,
-          val=split.val,
-      )
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp_path, path)
-  except BaseException:
-    if os.path.exists(tmp_path):
-      os.remove(tmp_path)
-    raise
+  path = os.path.join(os.fspath(directory),
+                      _filename(split.name, split.seed))
+  # Written whole: readers never see a partly written file, and concurrent
+  # writers of the same split both win.
+  atomic_files.write_npz(path, dict(
+      format_version=np.int64(_FORMAT_VERSION),
+      dataset_fingerprint=np.str_(dataset_fingerprint),
+      mode=np.str_(split.mode),
+      seed=np.int64(split.seed),
+      forget_classes=np.asarray(split.forget_classes, dtype=np.int64),
+      forget=split.forget,
+      retain=split.retain,
+      test=split.test,
+      forget_test=split.forget_test,
+      val=split.val,
+  ))
   return path
 
 
@@ -493,6 +482,9 @@ def load_split(path: str | os.PathLike[str], dataset_fingerprint: str) -> Split:
         f'Split file {path} was made for a different dataset (fingerprint '
         f'{saved_fingerprint!r}, expected {str(dataset_fingerprint)!r}); '
         f'{_DELETE_HINT}.')
+  if not np.size(fields['test']):
+    raise SplitError(f'Split file {path} has an empty test split; '
+                     f'{_DELETE_HINT}.')
   try:
     return Split(
         mode=str(fields['mode']),

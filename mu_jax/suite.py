@@ -42,7 +42,7 @@ from absl import logging
 
 from mu_jax import classifiers
 from mu_jax import errors
-from mu_jax import evaluate
+from mu_jax import evaluation
 from mu_jax import experiment
 from mu_jax import forgetting_quality
 from mu_jax import methods
@@ -53,7 +53,7 @@ from mu_jax import representations
 from mu_jax import splits as splits_lib
 from mu_jax import suite_report
 from mu_jax import suite_store
-from mu_jax import unlearn
+from mu_jax import unlearning
 
 BASE_MODELS = suite_store.BASE_MODELS  # 'original', 'retrain': every seed's.
 # The aggregation and the table, public here for callers of the suite.
@@ -276,7 +276,7 @@ class _Suite:
       start = time.perf_counter()
       rows = {m: exp.evaluate(s, split, f'eval {m}')
               for m, s in (('original', original), ('retrain', retrained))}
-      rows['original']['avg_gap'] = evaluate.avg_gap(rows['original'],
+      rows['original']['avg_gap'] = evaluation.avg_gap(rows['original'],
                                                      rows['retrain'])
       rows['retrain']['avg_gap'] = 0.0
       for model, state, info in (('original', original, original_info),
@@ -313,12 +313,12 @@ class _Suite:
       curve = _Curve(exp, forget[:self.config.suite.curve_samples],
                      retain[:self.config.suite.curve_samples])
       curve.record(0, original)
-      state, info, _ = unlearn.unlearn(
+      state, info, _ = unlearning.unlearn(
           exp, original, split, on_step_end=curve.on_step_end,
           every_steps=1)
       curve.finish(state, info['guard'])
       row = exp.evaluate(state, split, f'eval {method}')
-      row['avg_gap'] = evaluate.avg_gap(row, retrain_row)
+      row['avg_gap'] = evaluation.avg_gap(row, retrain_row)
       if config.eval.forgetting_quality_models:
         cell['forgetting_quality'] = forgetting_quality.measure(
             exp, split, original, retrained, state, os.path.join(
@@ -431,7 +431,7 @@ class _Curve:
   def record(self, step: int, state):
     self.points['step'].append(step)
     for key, (images, labels) in self._sets.items():
-      out = evaluate.per_example(
+      out = evaluation.per_example(
           state, images, labels, mean=self._exp.dataset.mean,
           std=self._exp.dataset.std, mesh=self._exp.mesh,
           batch_size=self._exp.config.eval.batch_size, desc='curve')

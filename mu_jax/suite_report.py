@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from mu_jax import atomic_files
 from mu_jax import data as data_lib
 from mu_jax import guard
 from mu_jax import methods
@@ -340,6 +341,4 @@ def _write_markdown(path: str, payload: Mapping[str, Any]):
                f" on {payload['device']['kind']}.")
   if not parallel.is_main_process():  # Process 0 writes the run's files.
     return
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, 'w') as f:
-    f.write('\n'.join(lines) + '\n')
+  atomic_files.write_text(path, '\n'.join(lines) + '\n')

@@ -8,15 +8,15 @@ samples beside it for the first seed:
   <workdir>/cells/<mode>/s<seed>/<model>.json
   <workdir>/cells/<mode>/s<seed>/<model>.features.npz
 
-Both are written atomically (a temporary file, then a rename), the features
-first: a cell's JSON marks it done. The JSON holds the cell's key, a digest
-of every setting its numbers depend on (`cell_key`); a rerun skips a cell
-whose key is unchanged, so a killed suite resumes where it stopped and a
-changed setting reruns exactly the cells it affects. This module only stores
-and looks up cells; mu_jax/suite.py decides what to run and runs it.
+Both are written atomically (`atomic_files`: a temporary file, then a
+rename), the features first: a cell's JSON marks it done. The JSON holds the
+cell's key, a digest of every setting its numbers depend on (`cell_key`); a
+rerun skips a cell whose key is unchanged, so a killed suite resumes where
+it stopped and a changed setting reruns exactly the cells it affects. This
+module only stores and looks up cells; mu_jax/suite.py decides what to run
+and runs it.
 """
 
-import hashlib
 import json
 import os
 from typing import Any, Iterable, Mapping
@@ -25,6 +25,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from mu_jax import atomic_files
 from mu_jax import models
 from mu_jax import parallel
 from mu_jax import report
@@ -65,8 +66,7 @@ def cell_key(config: ml_collections.ConfigDict, split: splits_lib.Split,
                    suite.tsne_samples],
       'method': None if model in BASE_MODELS else config_json(config.method),
       'guard': None if model in BASE_MODELS else config_json(config.guard)}
-  return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()
-                        ).hexdigest()
+  return atomic_files.content_key(payload)
 
 
 class CellStore:
@@ -125,11 +125,8 @@ class CellStore:
     """
     if not parallel.is_main_process():
       return
-    path = self.path(mode, seed, model, '.features.npz')
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + '.tmp', 'wb') as f:
-      np.savez(f, **arrays)
-    os.replace(path + '.tmp', path)
+    atomic_files.write_npz(self.path(mode, seed, model, '.features.npz'),
+                           arrays)
 
   def load_features(self, mode: str, seed: int,
                     model: str) -> dict[str, np.ndarray] | None:

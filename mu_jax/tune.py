@@ -28,7 +28,6 @@ settings and the evaluation; `workdir/results.md` the tables.
 
 import copy
 import dataclasses
-import hashlib
 import itertools
 import json
 import os
@@ -39,15 +38,16 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from mu_jax import atomic_files
 from mu_jax import classifiers
 from mu_jax import errors
-from mu_jax import evaluate
+from mu_jax import evaluation
 from mu_jax import experiment
 from mu_jax import methods
 from mu_jax import parallel
 from mu_jax import report
 from mu_jax import splits as splits_lib
-from mu_jax import unlearn
+from mu_jax import unlearning
 
 
 
@@ -105,32 +105,10 @@ def apply_trial(section: ml_collections.ConfigDict,
   return section
 
 
-class _Store:
-  """Finished trials and evaluations as JSON files, keyed by settings."""
-
-  def __init__(self, workdir: str):
-    self.directory = os.path.join(workdir, 'trials')
-
-  def _path(self, payload: Mapping[str, Any]) -> str:
-    key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode())
-    return os.path.join(self.directory, key.hexdigest()[:20] + '.json')
-
-  def get(self, payload):
-    path = self._path(payload)
-    if os.path.exists(path):
-      with open(path) as f:
-        return json.load(f)['result']
-    return None
-
-  def put(self, payload, result):
-    report.write_json(self._path(payload), {'key': payload,
-                                            'result': result})
-
-
 def validation_view(split: splits_lib.Split) -> splits_lib.Split:
   """`split` with its validation slice in the place of its test set (and
   the test set in the place of the validation slice), so that the metrics
-  of `evaluate.row` read the held-out images only."""
+  of `evaluation.row` read the held-out images only."""
   if not len(split.val):
     raise errors.ConfigError(
         'the tuner chooses on the validation slice, never on the test set: '
@@ -162,7 +140,7 @@ class _Setting:
     self.retrain_row = exp.evaluate(retrained, self.scored, 'eval retrain')
     self.original_row = exp.evaluate(self.original, self.scored,
                                      'eval original')
-    self.original_row['avg_gap'] = evaluate.avg_gap(self.original_row,
+    self.original_row['avg_gap'] = evaluation.avg_gap(self.original_row,
                                                     self.retrain_row)
 
   def run(self, section: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -174,11 +152,11 @@ class _Setting:
     experiment.check_config(config)
     exp = experiment.Experiment(config, self.dataset, self.mesh)
     try:
-      state, info, _ = unlearn.unlearn(exp, self.original, self.split)
+      state, info, _ = unlearning.unlearn(exp, self.original, self.split)
     except errors.MuJaxError as e:  # E.g. a trial that diverges.
       return {'status': 'failed', 'error': f'{type(e).__name__}: {e}'}
     row = exp.evaluate(state, self.scored, 'eval unlearned')
-    row['avg_gap'] = evaluate.avg_gap(row, self.retrain_row)
+    row['avg_gap'] = evaluation.avg_gap(row, self.retrain_row)
     return {'status': 'ok', 'metrics': row, 'seconds': info['seconds']}
 
 
@@ -234,7 +212,10 @@ def run(config: ml_collections.ConfigDict, workdir: str = '') -> dict:
         'must be at least 1')
   from configs import default  # pylint: disable=g-import-not-at-top
   dataset, mesh = experiment.setup(config)
-  store = _Store(workdir)
+  # Finished trials and evaluations, keyed by their settings: a killed
+  # tuning resumes. report.write_json writes on process 0 only.
+  store = atomic_files.KeyedStore(os.path.join(workdir, 'trials'),
+                                  writer=report.write_json)
   results, held_outs = {}, {}
   lines = ['# Tuning with the retrain oracle', '']
   for mode in _names(tune.modes):
@@ -312,6 +293,6 @@ def run(config: ml_collections.ConfigDict, workdir: str = '') -> dict:
   payload['table'] = '\n'.join(lines)
   report.write_json(os.path.join(workdir, 'report.json'), payload)
   if parallel.is_main_process():  # Process 0 writes the run's files.
-    with open(os.path.join(workdir, 'results.md'), 'w') as f:
-      f.write(payload['table'] + '\n')
+    atomic_files.write_text(os.path.join(workdir, 'results.md'),
+                            payload['table'] + '\n')
   return payload

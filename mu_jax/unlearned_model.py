@@ -12,6 +12,9 @@ fingerprint and the data's, so that
 
 gives back the weights, and `--config.init_from=<workdir>/unlearned` starts
 another run (a second round of unlearning) from them.
+
+`save_variables` and `load_variables` do the same for any model's variables
+(the library face's, `mu_jax.unlearn(...).variables`).
 """
 
 import json
@@ -100,3 +103,35 @@ def load(workdir: str, run: int | None = None) -> tuple[Any, PyTree]:
   with checkpoint_lib.Checkpointer(directory) as checkpointer:
     state, _, _ = checkpointer.restore(template)
   return model, {'params': state.params, **state.model_state}
+
+
+def save_variables(directory: str, variables: PyTree,
+                   meta: dict[str, Any] | None = None) -> str:
+  """Saves a model's variables as a checksummed Orbax checkpoint.
+
+  Args:
+    directory: a new folder, or an empty one: a folder that holds anything
+      is refused, so that a good checkpoint is never overwritten.
+    variables: e.g. `mu_jax.unlearn(...).variables`.
+    meta: JSON-able facts to keep beside them (e.g. the unlearning report).
+
+  Returns:
+    The folder's absolute path.
+  """
+  if os.path.isdir(directory) and os.listdir(directory):
+    raise checkpoint_lib.CheckpointError(
+        f'{directory} is not empty; save to a new folder (nothing there was '
+        'changed)')
+  with checkpoint_lib.Checkpointer(directory, max_to_keep=1) as checkpointer:
+    checkpointer.save(0, dict(variables), (), {'variables': True,
+                                               **(meta or {})})
+  return os.path.abspath(directory)
+
+
+def load_variables(directory: str, like: PyTree) -> dict[str, PyTree]:
+  """The variables `save_variables` wrote, restored into `like`'s structure
+  (e.g. what `model.init` returns), each array checked against its
+  checksum."""
+  with checkpoint_lib.Checkpointer(directory) as checkpointer:
+    variables, _, _ = checkpointer.restore(dict(like))
+  return variables

@@ -149,6 +149,8 @@ class EmbeddedTest(TestCase):
   def test_dataset_rejects_bad_arrays(self):
     ds = data.load_embedded()
     with self.assertRaisesRegex(data.DataError, 'uint8'):
+      dataclasses.replace(ds, train_images=ds.train_images.astype(np.float64))
+    with self.assertRaisesRegex(data.DataError, 'one dtype'):
       dataclasses.replace(ds, train_images=ds.train_images.astype(np.float32))
     with self.assertRaisesRegex(data.DataError, 'int32'):
       dataclasses.replace(ds, test_labels=ds.test_labels[:5])

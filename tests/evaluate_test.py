@@ -5,7 +5,7 @@ import numpy as np
 import optax
 from absl.testing import absltest
 
-from mu_jax import evaluate
+from mu_jax import evaluation
 from mu_jax import parallel
 from mu_jax import splits as splits_lib
 from mu_jax import state as state_lib
@@ -31,7 +31,7 @@ class EvaluateTest(absltest.TestCase):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (10, 1, 3, 1), np.uint8)
     labels = rng.integers(0, 3, 10)
-    out = evaluate.per_example(_linear_state(), images, labels, mean=(0.5,),
+    out = evaluation.per_example(_linear_state(), images, labels, mean=(0.5,),
                                std=(0.5,), mesh=parallel.make_mesh(4),
                                batch_size=4)  # 10 = 4 + 4 + padded 2.
     logits = 2.0 * (images.reshape(10, 3) / 255.0 - 0.5) / 0.5
@@ -54,7 +54,7 @@ class EvaluateTest(absltest.TestCase):
     test_out = {'correct': np.array([1, 1, 0, 0, 1, 1], bool),
                 'confidence': np.linspace(0.2, 0.7, 6),
                 'loss': np.linspace(1.5, 0.3, 6)}
-    row = evaluate.metrics(train_out, test_out, split)
+    row = evaluation.metrics(train_out, test_out, split)
     self.assertAlmostEqual(row['forget_acc'], 100 / 3)
     self.assertAlmostEqual(row['unlearn_acc'], 200 / 3)
     self.assertAlmostEqual(row['retain_acc'], 80.0)
@@ -69,8 +69,8 @@ class EvaluateTest(absltest.TestCase):
                'mia_efficacy': 12.88}
     salun = {'unlearn_acc': 2.85, 'retain_acc': 99.62, 'test_acc': 93.93,
              'mia_efficacy': 14.39}
-    self.assertAlmostEqual(evaluate.avg_gap(salun, retrain), 1.1525)
-    self.assertEqual(evaluate.avg_gap(retrain, retrain), 0.0)
+    self.assertAlmostEqual(evaluation.avg_gap(salun, retrain), 1.1525)
+    self.assertEqual(evaluation.avg_gap(retrain, retrain), 0.0)
 
 
 if __name__ == '__main__':

@@ -20,7 +20,7 @@ from mu_jax import errors
 from mu_jax import experiment
 from mu_jax import models
 from mu_jax import parallel
-from mu_jax import unlearn
+from mu_jax import unlearning
 from mu_jax.augmentation import arpl
 from mu_jax.augmentation import opengan
 from mu_jax.augmentation import simple
@@ -283,7 +283,7 @@ class PipelineTest(absltest.TestCase):
                         'is_forget': np.array([1, 1, 1, 0, 0], np.float32)},
               'retain': {'image': dataset.train_images[3:5],
                          'label': dataset.train_labels[3:5]}}
-      out = unlearn._with_extra_forget(exp, data)
+      out = unlearning._with_extra_forget(exp, data)
       self.assertLen(out['forget']['label'], 10)
       self.assertLen(out['mixed']['label'], 12)
       np.testing.assert_array_equal(out['mixed']['is_forget'],
@@ -307,11 +307,11 @@ class PipelineTest(absltest.TestCase):
 
   def test_forget_batch_is_clamped_to_a_small_forget_set(self):
     one, four = parallel.make_mesh(1), parallel.make_mesh(4)
-    self.assertEqual(unlearn.fit_forget_batch(256, 50, one), 50)
-    self.assertEqual(unlearn.fit_forget_batch(256, 50, four), 48)
-    self.assertEqual(unlearn.fit_forget_batch(32, 50, four), 32)
+    self.assertEqual(unlearning.fit_forget_batch(256, 50, one), 50)
+    self.assertEqual(unlearning.fit_forget_batch(256, 50, four), 48)
+    self.assertEqual(unlearning.fit_forget_batch(32, 50, four), 32)
     # Fewer samples than devices: left to the driver's error.
-    self.assertEqual(unlearn.fit_forget_batch(8, 3, four), 8)
+    self.assertEqual(unlearning.fit_forget_batch(8, 3, four), 8)
 
 
 class CommandLineTest(parameterized.TestCase):

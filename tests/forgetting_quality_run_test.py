@@ -10,7 +10,7 @@ from mu_jax import classifiers
 from mu_jax import errors
 from mu_jax import forgetting_quality
 from mu_jax import pipeline
-from mu_jax import unlearn
+from mu_jax import unlearning
 from tests import test_util
 
 
@@ -39,14 +39,14 @@ class ForgettingQualityRunTest(absltest.TestCase):
       self.assertLen(os.listdir(f'{tmp}/run/forgetting_quality'), 2)
       # Again: the extra models come from their checkpoints and files; only
       # the run's own unlearning runs.
-      real = unlearn.unlearn
+      real = unlearning.unlearn
       calls = []
 
       def counting(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-      with mock.patch.object(unlearn, 'unlearn', counting):
+      with mock.patch.object(unlearning, 'unlearn', counting):
         again = pipeline.run(config, f'{tmp}/run')
       self.assertLen(calls, 1)
       self.assertEqual(again['forgetting_quality']['forgetting_quality'],

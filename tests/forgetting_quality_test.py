@@ -9,6 +9,8 @@ from scipy import stats
 from sklearn import metrics
 
 from mu_jax import challenge
+from mu_jax import likelihood_ratio
+from mu_jax import model_confidences
 
 _DELTA = 1e-5
 
@@ -120,7 +122,7 @@ class LogitScaledConfidenceTest(parameterized.TestCase):
     # softmax([2, 1, 0]) = [e^2, e, 1] / Z: log(e^2 / (e + 1)) = 2 - log(1+e);
     # for label 2, log(1 / (e^2 + e)) = -(1 + log(1 + e)); uniform 3 classes
     # give log((1/3) / (2/3)) = -log 2.
-    confidence = challenge.logit_scaled_confidence(
+    confidence = model_confidences.logit_scaled_confidence(
         [[2.0, 1.0, 0.0], [2.0, 1.0, 0.0], [0.5, 0.5, 0.5]], [0, 2, 1])
     np.testing.assert_allclose(
         confidence,
@@ -134,7 +136,7 @@ class LogitScaledConfidenceTest(parameterized.TestCase):
     # the challenge's +1e-45 version saturates at log(1e45) = 103.6; label 1
     # gives 0 - log(e^1000 + 1) = -1000 to float precision; [-1000, 1000, 0]
     # with label 0 gives -1000 - 1000 = -2000.
-    confidence = challenge.logit_scaled_confidence(
+    confidence = model_confidences.logit_scaled_confidence(
         np.array([[1000.0, 0.0, 0.0], [1000.0, 0.0, 0.0],
                   [-1000.0, 1000.0, 0.0]], dtype=np.float32), [0, 1, 0])
     np.testing.assert_allclose(confidence,
@@ -150,12 +152,13 @@ class LogitScaledConfidenceTest(parameterized.TestCase):
     p_true = probs[np.arange(50), labels]
     expected = np.log(p_true) - np.log(probs.sum(axis=1) - p_true)
     np.testing.assert_allclose(
-        challenge.logit_scaled_confidence(logits, labels), expected, rtol=1e-9,
-        atol=1e-12)
+        model_confidences.logit_scaled_confidence(logits, labels), expected,
+        rtol=1e-9, atol=1e-12)
 
   def test_two_classes_is_the_logit_margin(self):
     np.testing.assert_allclose(
-        challenge.logit_scaled_confidence([[3.0, -1.5], [0.25, 2.0]], [0, 0]),
+        model_confidences.logit_scaled_confidence([[3.0, -1.5], [0.25, 2.0]],
+                                                  [0, 0]),
         [4.5, -1.75], rtol=1e-12)
 
   @parameterized.named_parameters(
@@ -169,7 +172,7 @@ class LogitScaledConfidenceTest(parameterized.TestCase):
   )
   def test_errors(self, args, message):
     with self.assertRaisesRegex(ValueError, message):
-      challenge.logit_scaled_confidence(*args)
+      model_confidences.logit_scaled_confidence(*args)
 
 
 class EpsilonBucketTest(parameterized.TestCase):
@@ -444,7 +447,7 @@ class UliraAttackTest(parameterized.TestCase):
     rng = np.random.default_rng(0)
     unlearned = rng.normal(0.5, 1.0, (5, 3))
     retrained = rng.normal(0.0, 2.0, (4, 3))
-    result = challenge.ulira_attack(unlearned, retrained)
+    result = likelihood_ratio.ulira_attack(unlearned, retrained)
 
     def log_ratio(x, unlearned_fit, retrained_fit):
       return (stats.norm.logpdf(x, unlearned_fit.mean(0), unlearned_fit.std(0))
@@ -481,7 +484,7 @@ class UliraAttackTest(parameterized.TestCase):
     scales = rng.uniform(0.5, 2.0, 100)
     unlearned = rng.normal(means, scales, (50, 100))
     retrained = rng.normal(means, scales, (50, 100))
-    result = challenge.ulira_attack(unlearned, retrained)
+    result = likelihood_ratio.ulira_attack(unlearned, retrained)
     self.assertAlmostEqual(result['auc'], 0.5, delta=0.03)
     self.assertAlmostEqual(result['accuracy'], 0.5, delta=0.03)
     self.assertLess(result['tpr_at_1pct_fpr'], 0.05)
@@ -490,7 +493,7 @@ class UliraAttackTest(parameterized.TestCase):
     rng = np.random.default_rng(1)
     unlearned = rng.normal(5.0, 0.1, (10, 20))
     retrained = rng.normal(0.0, 0.1, (12, 20))
-    result = challenge.ulira_attack(unlearned, retrained)
+    result = likelihood_ratio.ulira_attack(unlearned, retrained)
     self.assertEqual(result['auc'], 1.0)
     self.assertEqual(result['tpr_at_1pct_fpr'], 1.0)
     self.assertEqual(result['accuracy'], 1.0)
@@ -498,7 +501,7 @@ class UliraAttackTest(parameterized.TestCase):
 
   def test_constant_confidences_stay_finite(self):
     confs = np.full((4, 3), 2.0)
-    result = challenge.ulira_attack(confs, confs)
+    result = likelihood_ratio.ulira_attack(confs, confs)
     self.assertTrue(np.all(np.isfinite(result['unlearned_scores'])))
     self.assertEqual(result['auc'], 0.5)
 
@@ -509,11 +512,12 @@ class UliraAttackTest(parameterized.TestCase):
   )
   def test_errors(self, args, message):
     with self.assertRaisesRegex(ValueError, message):
-      challenge.ulira_attack(*args)
+      likelihood_ratio.ulira_attack(*args)
 
   def test_std_floor_error(self):
     with self.assertRaisesRegex(ValueError, 'std_floor'):
-      challenge.ulira_attack(np.zeros((3, 1)), np.zeros((3, 1)), std_floor=0.0)
+      likelihood_ratio.ulira_attack(np.zeros((3, 1)), np.zeros((3, 1)),
+                                    std_floor=0.0)
 
 
 if __name__ == '__main__':

@@ -12,6 +12,7 @@ from absl.testing import parameterized
 
 from configs import default
 from mu_jax import guard
+from mu_jax import host_batches
 from mu_jax import models
 from mu_jax import optim
 from mu_jax import parallel
@@ -26,7 +27,7 @@ from mu_jax.methods import salun
 from mu_jax.methods import scrub
 from tests import test_util
 
-_PREP = train.Preprocessing(mean=(0.5,), std=(0.25,))
+_PREP = host_batches.Preprocessing(mean=(0.5,), std=(0.25,))
 _BATCH = 16
 
 
@@ -78,7 +79,7 @@ def _setup(lr=0.05, epochs=2):
   """Fine-tuning of a tiny CNN: (original state, run_attempt)."""
   n = 64
   images, labels = test_util.tiny_images(n), test_util.tiny_labels(n)
-  data = {'retain': train.split_data(images, labels)}
+  data = {'retain': host_batches.split_data(images, labels)}
   model = models.create(ml_collections.ConfigDict({'name': 'cnn',
                                                    'width': 4}), 4)
   ctx = base.Context(num_classes=4, epochs=epochs,
@@ -527,7 +528,7 @@ class RunTest(absltest.TestCase):
     original, _, _ = _setup()
     n = 64
     images, labels = test_util.tiny_images(n), test_util.tiny_labels(n)
-    data = {'retain': train.split_data(images, labels)}
+    data = {'retain': host_batches.split_data(images, labels)}
     ctx = base.Context(num_classes=4, epochs=1,
                        steps_per_epoch={'retain': n // _BATCH},
                        batch_size={'retain': _BATCH}, init_variables=None,

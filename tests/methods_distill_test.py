@@ -11,6 +11,7 @@ from absl.testing import parameterized
 from configs import bad_teaching as bad_teaching_config
 from configs import scrub as scrub_config
 from configs import default
+from mu_jax import host_batches
 from mu_jax import losses
 from mu_jax import models
 from mu_jax import optim
@@ -24,7 +25,7 @@ from mu_jax.methods import base
 from mu_jax.methods import scrub
 from tests import test_util
 
-_PREP = train.Preprocessing(mean=(0.5,), std=(0.25,))
+_PREP = host_batches.Preprocessing(mean=(0.5,), std=(0.25,))
 _N_FORGET, _N_RETAIN = 16, 48
 _BATCH = {'forget': 8, 'retain': 16, 'mixed': 16}
 
@@ -34,9 +35,10 @@ def _data():
   images, labels = test_util.tiny_images(n), test_util.tiny_labels(n)
   is_forget = np.zeros(n, np.float32)
   is_forget[:_N_FORGET] = 1.0
-  return {'forget': train.split_data(images[:_N_FORGET], labels[:_N_FORGET]),
-          'retain': train.split_data(images[_N_FORGET:], labels[_N_FORGET:]),
-          'mixed': train.split_data(images, labels, is_forget=is_forget)}
+  split = host_batches.split_data
+  return {'forget': split(images[:_N_FORGET], labels[:_N_FORGET]),
+          'retain': split(images[_N_FORGET:], labels[_N_FORGET:]),
+          'mixed': split(images, labels, is_forget=is_forget)}
 
 
 class _Recorder:

@@ -15,6 +15,7 @@ from absl.testing import absltest
 from absl.testing import parameterized
 
 from configs import default
+from mu_jax import host_batches
 from mu_jax import models
 from mu_jax import optim
 from mu_jax import parallel
@@ -27,7 +28,7 @@ from mu_jax.methods import random_label
 from mu_jax.methods import salun
 from tests import test_util
 
-_PREP = train.Preprocessing(mean=(0.5,), std=(0.25,))
+_PREP = host_batches.Preprocessing(mean=(0.5,), std=(0.25,))
 _NUM_CLASSES = 4
 # CE of the logits (log 3, 0) against label 0: -log(3/4).
 _CE_3_TO_1 = -math.log(0.75)
@@ -36,8 +37,9 @@ _CE_3_TO_1 = -math.log(0.75)
 def _data(n_forget=32, n_retain=64):
   n = n_forget + n_retain
   images, labels = test_util.tiny_images(n), test_util.tiny_labels(n)
-  return {'forget': train.split_data(images[:n_forget], labels[:n_forget]),
-          'retain': train.split_data(images[n_forget:], labels[n_forget:])}
+  split = host_batches.split_data
+  return {'forget': split(images[:n_forget], labels[:n_forget]),
+          'retain': split(images[n_forget:], labels[n_forget:])}
 
 
 def _run(module, overrides=None, *, epochs=2, batch=16, devices=1,
@@ -59,9 +61,10 @@ def _run(module, overrides=None, *, epochs=2, batch=16, devices=1,
       num_classes=_NUM_CLASSES, epochs=epochs,
       steps_per_epoch={s: len(d['label']) // batch for s, d in data.items()},
       batch_size={s: batch for s in data}, init_variables=init_variables,
-      iterate=lambda s: train.iterate_in_order(data[s], batch, _PREP, mesh))
+      iterate=lambda s: host_batches.iterate_in_order(data[s], batch, _PREP,
+                                                      mesh))
   method = module.make(config, ctx)
-  # As unlearn.run_method: the optimizer comes from config.method.optim.
+  # As unlearning.run_method: the optimizer comes from config.method.optim.
   tx = optim.make_optimizer(config.optim, sum(n for _, n in method.plan(0)),
                             epochs)
   state = state_lib.create(model, tx, (8, 8, 1), jax.random.key(0))
@@ -327,7 +330,7 @@ class MethodsTest(parameterized.TestCase):
     state = state_lib.create(model, optim.make_optimizer(
         ml_collections.ConfigDict({'lr': 0.1}), 1, 1), (8, 8, 1),
                              jax.random.key(0))
-    grads = salun._forget_gradient(state, train.iterate_in_order(
+    grads = salun._forget_gradient(state, host_batches.iterate_in_order(
         data['forget'], 8, _PREP, mesh))
     x = (data['forget']['image'].astype(np.float32) / 255.0 - 0.5) / 0.25
 

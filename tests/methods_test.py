@@ -11,6 +11,7 @@ from absl.testing import absltest
 from absl.testing import parameterized
 
 from configs import default
+from mu_jax import host_batches
 from mu_jax import methods
 from mu_jax import models
 from mu_jax import optim
@@ -20,7 +21,7 @@ from mu_jax import train
 from mu_jax.methods import base
 from tests import test_util
 
-_PREP = train.Preprocessing(mean=(0.5,), std=(0.25,))
+_PREP = host_batches.Preprocessing(mean=(0.5,), std=(0.25,))
 _BATCH = 16
 
 
@@ -30,9 +31,10 @@ def _tiny_data():
   labels = test_util.tiny_labels(n_forget + n_retain)
   is_forget = np.zeros(len(labels), np.float32)
   is_forget[:n_forget] = 1.0
-  return {'forget': train.split_data(images[:n_forget], labels[:n_forget]),
-          'retain': train.split_data(images[n_forget:], labels[n_forget:]),
-          'mixed': train.split_data(images, labels, is_forget=is_forget)}
+  split = host_batches.split_data
+  return {'forget': split(images[:n_forget], labels[:n_forget]),
+          'retain': split(images[n_forget:], labels[n_forget:]),
+          'mixed': split(images, labels, is_forget=is_forget)}
 
 
 def _run_method(name: str, mesh):
@@ -58,7 +60,8 @@ def _run_method(name: str, mesh):
       num_classes=4, epochs=1,
       steps_per_epoch={s: len(d['label']) // _BATCH for s, d in data.items()},
       batch_size=batch_size, init_variables=init_variables,
-      iterate=lambda s: train.iterate_in_order(data[s], _BATCH, _PREP, mesh))
+      iterate=lambda s: host_batches.iterate_in_order(data[s], _BATCH, _PREP,
+                                                      mesh))
   method = methods.get(name).make(config, ctx)
   steps = max(1, sum(n for _, n in method.plan(0)))
   tx = optim.make_optimizer(config.optim, steps, 1)

@@ -132,7 +132,7 @@ def _patch_cpu_defaults(stack, name):
 
 
 def _context(section, epochs=None):
-  """The driver's Context for the paper-scale split (unlearn.run_method)."""
+  """The driver's Context for the paper-scale split (unlearning.run_method)."""
   size = section.batch_size
   batch = {'forget': section.forget_batch_size or size,
            'retain': section.retain_batch_size or size, 'mixed': size}

@@ -268,6 +268,15 @@ class ErrorsTest(parameterized.TestCase):
     with self.assertRaisesRegex(splits.SplitError, 'integer array'):
       splits.make_split([0.0, 1.0], [0], 3, mode='random', forget_num=1)
 
+  def test_a_split_needs_a_test_or_a_validation_set(self):
+    # The library face (mu_jax/api.py) unlearns with a validation set only.
+    split = splits.Split(mode='random', seed=0, forget=[0], retain=[1],
+                         test=[], forget_test=[], forget_classes=(), val=[0])
+    self.assertEmpty(split.test)
+    with self.assertRaisesRegex(splits.SplitError, 'are empty'):
+      splits.Split(mode='random', seed=0, forget=[0], retain=[1], test=[],
+                   forget_test=[], forget_classes=(), val=[])
+
   def test_errors_are_value_errors(self):
     self.assertTrue(issubclass(splits.SplitError, ValueError))
 
@@ -310,6 +319,13 @@ class SaveLoadTest(parameterized.TestCase):
     for name in ('forget', 'retain', 'test', 'forget_test', 'val'):
       np.testing.assert_array_equal(getattr(loaded, name), getattr(split, name))
       self.assertEqual(getattr(loaded, name).dtype, np.int64)
+
+  def test_a_saved_split_without_test_is_refused(self):
+    split = splits.Split(mode='random', seed=0, forget=[0], retain=[1],
+                         test=[], forget_test=[], forget_classes=(), val=[0])
+    path = splits.save_split(split, self.directory, 'fp')
+    with self.assertRaisesRegex(splits.SplitError, 'empty test split'):
+      splits.load_split(path, 'fp')
 
   def test_fingerprint_mismatch(self):
     path = splits.save_split(_random(), self.directory, 'cifar10-train')

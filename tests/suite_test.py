@@ -23,7 +23,7 @@ from mu_jax import methods
 from mu_jax import suite
 from mu_jax import suite_report
 from mu_jax import suite_store
-from mu_jax import unlearn as unlearn_lib
+from mu_jax import unlearning as unlearn_lib
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -230,7 +230,7 @@ class PlanTest(absltest.TestCase):
 
 
 class _CountingUnlearn:
-  """Wraps unlearn.unlearn; raises KeyboardInterrupt at call `kill_at`."""
+  """Wraps unlearning.unlearn; raises KeyboardInterrupt at call `kill_at`."""
 
   def __init__(self, kill_at=None):
     self.calls, self.kill_at = [], kill_at

@@ -14,11 +14,14 @@ from absl.testing import parameterized
 from configs import default
 from mu_jax import augment
 from mu_jax import checkpoint as checkpoint_lib
+from mu_jax import host_batches
 from mu_jax import losses
 from mu_jax import models
 from mu_jax import optim
 from mu_jax import parallel
 from mu_jax import state as state_lib
+from mu_jax import step_programs
+from mu_jax import teacher_outputs
 from mu_jax import train
 from mu_jax.methods import bad_teaching
 from mu_jax.methods import base
@@ -28,8 +31,8 @@ from mu_jax.methods import retrain
 from mu_jax.methods import scrub
 from tests import test_util
 
-_PREP = train.Preprocessing(mean=(0.5,), std=(0.25,), crop_padding=1,
-                            flip=True)
+_PREP = host_batches.Preprocessing(mean=(0.5,), std=(0.25,), crop_padding=1,
+                                   flip=True)
 
 
 def _setup(model_name='cnn', n=64, batch=16, lr=0.05, method=retrain,
@@ -38,8 +41,8 @@ def _setup(model_name='cnn', n=64, batch=16, lr=0.05, method=retrain,
   augmented) on `splits` of `n` tiny images each."""
   model = models.create(ml_collections.ConfigDict(
       {'name': model_name, 'width': 4}), 4)
-  data = {s: train.split_data(test_util.tiny_images(n, seed=k),
-                              test_util.tiny_labels(n, seed=k))
+  data = {s: host_batches.split_data(test_util.tiny_images(n, seed=k),
+                                     test_util.tiny_labels(n, seed=k))
           for k, s in enumerate(splits)}
 
   def init_variables(rng):
@@ -183,10 +186,10 @@ class TrainTest(parameterized.TestCase):
     self.assertLess(result.run_seconds, 0.0)  # The 100 s left run time.
 
   def test_batch_stream_is_a_permutation_per_pass(self):
-    stream = train.BatchStream('forget', 10, 3, seed=0)
+    stream = host_batches.BatchStream('forget', 10, 3, seed=0)
     first_pass = np.concatenate([stream.next() for _ in range(3)])
     self.assertLen(set(first_pass.tolist()), 9)
-    resumed = train.BatchStream('forget', 10, 3, seed=0, position=3)
+    resumed = host_batches.BatchStream('forget', 10, 3, seed=0, position=3)
     np.testing.assert_array_equal(stream.next(), resumed.next())
 
 
@@ -236,13 +239,14 @@ class StepPartsTest(absltest.TestCase):
 
   def test_separate_programs_train_as_one_program(self):
     made, state, data = _two_split_setup(neggrad_plus, {'alpha': 0.9})
-    self.assertLen(train._parts(made.phases['main'], parallel.make_mesh(2)),
-                   2)
+    self.assertLen(
+        step_programs._parts(made.phases['main'], parallel.make_mesh(2)), 2)
     separate = _run_two_splits(made, state, data)
     with mock.patch.object(parallel, 'separate_programs',
                            return_value=False):
       self.assertLen(
-          train._parts(made.phases['main'], parallel.make_mesh(2)), 1)
+          step_programs._parts(made.phases['main'], parallel.make_mesh(2)),
+          1)
       fused = _run_two_splits(made, state, data)
     _assert_trees_close(separate.state.params, fused.state.params, 1e-5)
     for a, b in zip(separate.history, fused.history):
@@ -299,7 +303,8 @@ class FrozenOutputsTest(parameterized.TestCase):
     config.epochs = 2
     made, state, data = _two_split_setup(module, config.to_dict())
     precomputed = _run_two_splits(made, state, data)
-    with mock.patch.object(train, '_frozen_pays', return_value=False):
+    with mock.patch.object(teacher_outputs, '_precomputing_pays',
+                           return_value=False):
       in_step = _run_two_splits(made, state, data)
     _assert_trees_close(precomputed.state.params, in_step.state.params, 1e-5)
 
@@ -310,6 +315,13 @@ class AugmentTest(absltest.TestCase):
     x = np.array([[[[0], [255]]]], np.uint8)
     np.testing.assert_allclose(augment.normalize(x, (0.5,), (0.5,)),
                                [[[[-1.0], [1.0]]]])
+
+  def test_normalize_passes_preprocessed_floats_through(self):
+    # Float images are in their model's own preprocessing (mu_jax/api.py).
+    x = np.array([[[[-3.5], [255.0]]]], np.float64)
+    out = augment.normalize(x, (0.5,), (0.5,))
+    self.assertEqual(out.dtype, np.float32)
+    np.testing.assert_array_equal(out, x.astype(np.float32))
 
   def test_crop_and_flip_keep_content_and_shape(self):
     x = np.arange(2 * 6 * 6, dtype=np.uint8).reshape(2, 6, 6, 1)

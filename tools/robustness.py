@@ -1,4 +1,4 @@
-"""The robustness grids: every method, with its defaults, with and without
+r"""The robustness grids: every method, with its defaults, with and without
 the guard rails (docs/RESULTS.md).
 
   python tools/make_mnist5k.py runs/data/mnist5k.npz      # once
@@ -29,16 +29,21 @@ Avg. Gap no larger than the original's and at most 3 points of test accuracy
 lost; no NaN.
 """
 
-import argparse
 import copy
+import dataclasses
 import json
 import os
 import sys
 import time
+from typing import Sequence
+
+from absl import app
+from absl import flags
 
 # Run from the repository root or from tools/.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from mu_jax import atomic_files  # pylint: disable=g-import-not-at-top
 from mu_jax import methods  # pylint: disable=g-import-not-at-top
 from mu_jax import parallel  # pylint: disable=g-import-not-at-top
 
@@ -166,9 +171,9 @@ def run_setting(args, setting):
   """Runs the cells of one setting that are not done (with these settings)."""
   from configs import default  # pylint: disable=g-import-not-at-top
   from mu_jax import classifiers  # pylint: disable=g-import-not-at-top
-  from mu_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from mu_jax import evaluation  # pylint: disable=g-import-not-at-top
   from mu_jax import experiment  # pylint: disable=g-import-not-at-top
-  from mu_jax import unlearn  # pylint: disable=g-import-not-at-top
+  from mu_jax import unlearning  # pylint: disable=g-import-not-at-top
 
   config = default.get_config()
   config.checkpoint_dir = args.checkpoint_dir
@@ -185,7 +190,7 @@ def run_setting(args, setting):
       classifiers.train_classifiers(base, split))
   rows = {k: base.evaluate(s, split, f'eval {k}')
           for k, s in (('original', original), ('retrain', retrained))}
-  rows['original']['avg_gap'] = evaluate.avg_gap(rows['original'],
+  rows['original']['avg_gap'] = evaluation.avg_gap(rows['original'],
                                                  rows['retrain'])
   rows['retrain']['avg_gap'] = 0.0
   for method, guard in todo:
@@ -193,9 +198,9 @@ def run_setting(args, setting):
     exp = experiment.Experiment(cell_config, dataset, mesh)
     start = time.perf_counter()
     try:
-      state, info, _ = unlearn.unlearn(exp, original, split)
+      state, info, _ = unlearning.unlearn(exp, original, split)
       row = exp.evaluate(state, split, 'eval unlearned')
-      row['avg_gap'] = evaluate.avg_gap(row, rows['retrain'])
+      row['avg_gap'] = evaluation.avg_gap(row, rows['retrain'])
       cell = {'status': 'ok', 'metrics': row, 'seconds': info['seconds'],
               'compile_seconds': info['compile_seconds'],
               'guard': info['guard']}
@@ -207,11 +212,8 @@ def run_setting(args, setting):
                 base_seconds={'original': original_info['seconds'],
                               'retrain': retrain_info['seconds']},
                 **_settings_of(cell_config))
-    path = _cell_path(args, setting, method, guard, args.tag)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + '.tmp', 'w') as f:
-      json.dump(cell, f, indent=1)
-    os.replace(path + '.tmp', path)
+    atomic_files.write_json(
+        _cell_path(args, setting, method, guard, args.tag), cell, indent=1)
     print(_line(cell), flush=True)
 
 
@@ -325,45 +327,96 @@ def tables(args) -> str:
   return '\n'.join(out)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-  """The command line, with the settings, methods and guard resolved."""
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--out', default='runs/robustness')
-  parser.add_argument('--checkpoint_dir', default='checkpoints')
-  parser.add_argument('--grid', choices=sorted(GRIDS), default='dev',
-                      help='the settings of the development or evaluation '
-                      'grid (unless --settings names some)')
-  parser.add_argument('--settings', default='')
-  parser.add_argument('--methods', default='',
-                      help='comma-separated; default: every unlearning '
-                      'method (mu_jax.methods.unlearning_methods)')
-  parser.add_argument('--guard', default='on,off',
-                      help='on, off or on,off')
-  parser.add_argument('--set', action='append', default=[],
-                      help='method-section override, e.g. optim.lr=0.01')
-  parser.add_argument('--tag', default='',
-                      help='names the cells of a --set variant')
-  parser.add_argument('--data_dir', default='runs/data',
-                      help='the npz files of tools/make_mnist5k.py and '
-                      'tools/make_eval_datasets.py')
-  parser.add_argument('--report_only', action='store_true')
-  args = parser.parse_args(argv)
-  args.settings = ([s for s in args.settings.split(',') if s]
-                   or list(GRIDS[args.grid]))
-  args.methods = ([m for m in args.methods.split(',') if m]
-                  or methods.unlearning_methods())
-  args.guard = [g == 'on' for g in args.guard.split(',') if g]
-  unknown = set(args.settings) - set(SETTINGS)
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS):
+  """Defines the script's flags on `flag_values` (a fresh set per
+  `parse_args`, so that it can be called any number of times)."""
+  flags.DEFINE_string('out', 'runs/robustness',
+                      'the grid\'s folder: its cells and their tables',
+                      flag_values=flag_values)
+  flags.DEFINE_string('checkpoint_dir', 'checkpoints',
+                      'where the original and retrain models are trained '
+                      'once and reused', flag_values=flag_values)
+  flags.DEFINE_enum('grid', 'dev', sorted(GRIDS),
+                    'the settings of the development or evaluation grid '
+                    '(unless --settings names some)', flag_values=flag_values)
+  flags.DEFINE_string('settings', '', 'comma-separated settings; default: '
+                      'those of --grid', flag_values=flag_values)
+  flags.DEFINE_string('methods', '', 'comma-separated; default: every '
+                      'unlearning method (mu_jax.methods.unlearning_methods)',
+                      flag_values=flag_values)
+  flags.DEFINE_string('guard', 'on,off', 'on, off or on,off',
+                      flag_values=flag_values)
+  flags.DEFINE_multi_string('set', [], 'method-section override, e.g. '
+                            'optim.lr=0.01',
+                            flag_values=flag_values)
+  flags.DEFINE_string('tag', '', 'names the cells of a --set variant',
+                      flag_values=flag_values)
+  flags.DEFINE_string('data_dir', 'runs/data', 'the npz files of '
+                      'tools/make_mnist5k.py and tools/make_eval_datasets.py',
+                      flag_values=flag_values)
+  flags.DEFINE_bool('report_only', False, 'print the tables of the stored '
+                    'cells; run nothing', flag_values=flag_values)
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """The command line with the settings, methods and guard resolved."""
+  out: str
+  checkpoint_dir: str
+  grid: str
+  settings: list[str]  # Setting names, in the order they run.
+  methods: list[str]
+  guard: list[bool]  # Guard rails on (True) and/or off (False).
+  set: list[str]  # 'path=value' overrides of the method section.
+  tag: str
+  data_dir: str
+  report_only: bool
+
+
+def _options(flag_values: flags.FlagValues,
+             extra_args: Sequence[str]) -> Options:
+  """Resolves parsed flags; app.UsageError for a command line that makes
+  no sense."""
+  if extra_args:
+    raise app.UsageError(f'unexpected arguments {list(extra_args)}; every '
+                         'option is a --flag')
+  values = flag_values
+  settings = ([s for s in values.settings.split(',') if s]
+              or list(GRIDS[values.grid]))
+  unknown = set(settings) - set(SETTINGS)
   if unknown:
-    parser.error(f'unknown settings {sorted(unknown)}; known: '
-                 f'{", ".join(SETTINGS)}')
-  if args.set and not args.tag:
-    parser.error('--set needs a --tag to name its cells')
-  return args
+    raise app.UsageError(f'unknown settings {sorted(unknown)}; known: '
+                         f'{", ".join(SETTINGS)}')
+  if values.set and not values.tag:
+    raise app.UsageError('--set needs a --tag to name its cells')
+  return Options(
+      out=values.out, checkpoint_dir=values.checkpoint_dir, grid=values.grid,
+      settings=settings,
+      methods=([m for m in values.methods.split(',') if m]
+               or methods.unlearning_methods()),
+      guard=[g == 'on' for g in values.guard.split(',') if g],
+      set=list(values.set), tag=values.tag, data_dir=values.data_dir,
+      report_only=values.report_only)
 
 
-def main():
-  args = parse_args()
+def parse_args(argv: Sequence[str] | None = None) -> Options:
+  """The command line (without the program's name; default: sys.argv's),
+  resolved, as `main` runs it.
+
+  Raises:
+    flags.Error: an unknown flag or a bad value.
+    app.UsageError: a command line that makes no sense (see `_options`).
+  """
+  flag_values = flags.FlagValues()
+  define_flags(flag_values)
+  argv = sys.argv[1:] if argv is None else list(argv)
+  rest = flag_values(['robustness.py', *argv])
+  return _options(flag_values, rest[1:])
+
+
+def main(argv: Sequence[str]):
+  """Runs the grid's unfinished cells, then prints the tables (app.run)."""
+  args = _options(flags.FLAGS, argv[1:])
   if not args.report_only:
     parallel.configure_host(cpu_convolutions='eigen')  # The cnn's faster.
     for setting in args.settings:
@@ -372,4 +425,5 @@ def main():
 
 
 if __name__ == '__main__':
-  main()
+  define_flags()  # Only when run: the tests import this module repeatedly.
+  app.run(main)

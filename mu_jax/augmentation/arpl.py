@@ -25,6 +25,7 @@ import numpy as np
 import optax
 
 from mu_jax import checkpoint as checkpoint_lib
+from mu_jax import host_batches
 from mu_jax import optim
 from mu_jax import parallel
 from mu_jax import state as state_lib
@@ -218,10 +219,11 @@ def train_or_restore(config, images, labels, num_classes: int, seed: int,
       directory, recipe, 'an ARPL generator', template,
       lambda checkpointer: train.run(
           method(config, image_shape, len(labels) // batch), template,
-          {'train': train.split_data(images, labels)},
+          {'train': host_batches.split_data(images, labels)},
           epochs=int(config.epochs), batch_size={'train': batch}, seed=seed,
           # The ARPL networks see images on the [0, 1] scale, as originally.
-          prep=train.Preprocessing((0.0,) * channels, (1.0,) * channels),
+          prep=host_batches.Preprocessing((0.0,) * channels,
+                                          (1.0,) * channels),
           mesh=mesh, desc='train arpl', checkpointer=checkpointer,
           checkpoint_meta={'recipe': recipe}))
   return state.params, info

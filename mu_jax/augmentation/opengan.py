@@ -34,6 +34,7 @@ import numpy as np
 import optax
 
 from mu_jax import checkpoint as checkpoint_lib
+from mu_jax import host_batches
 from mu_jax import models
 from mu_jax import optim
 from mu_jax import parallel
@@ -174,8 +175,8 @@ def train_or_restore(config, features: np.ndarray, seed: int, directory: str,
       lambda checkpointer: train.run(
           method(config, feature_dim, n // batch), template, data,
           epochs=int(config.epochs), batch_size={'features': batch},
-          seed=seed, prep=train.Preprocessing((0.0,), (1.0,)), mesh=mesh,
-          desc='train opengan', checkpointer=checkpointer,
+          seed=seed, prep=host_batches.Preprocessing((0.0,), (1.0,)),
+          mesh=mesh, desc='train opengan', checkpointer=checkpointer,
           checkpoint_meta={'recipe': {**recipe, 'format': 2}}))
   return state.params, info
 

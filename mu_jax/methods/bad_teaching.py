@@ -33,7 +33,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from mu_jax import errors
 from mu_jax import losses
 from mu_jax import self_supervised
 from mu_jax.methods import base
@@ -67,21 +66,15 @@ CARD = base.Card(label='Bad Teaching',
 
 def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
   """Returns Bad Teaching in `config.variant` (canonical or capstone)."""
-  variant = config.get('variant', 'canonical')
-  if variant not in _VARIANTS:
-    raise errors.ConfigError(
-        f'unknown bad_teaching variant {variant!r}; choose one '
-        f'of {", ".join(_VARIANTS)}')
-  temperature = float(config.get('temperature', 1.0))
-  if temperature <= 0:
-    raise errors.ConfigError(
-        f'bad_teaching temperature is {temperature}; it must be '
-        'positive (--config.method.temperature)')
+  variant = base.check_choice('bad_teaching', 'variant',
+                              config.get('variant', 'canonical'), _VARIANTS)
+  temperature = base.check_range(
+      'bad_teaching', 'temperature', float(config.get('temperature', 1.0)),
+      low=0, low_open=True, example=1.0)
   fraction = config.get('retain_fraction', 0.3)
-  if variant == 'canonical' and not 0 < fraction <= 1:
-    raise errors.ConfigError(
-        f'bad_teaching retain_fraction is {fraction}; it must '
-        'be in (0, 1] (--config.method.retain_fraction)')
+  if variant == 'canonical':
+    base.check_range('bad_teaching', 'retain_fraction', fraction, low=0,
+                     low_open=True, high=1, example=0.3)
 
   term = self_supervised.make_term(config, ctx)  # None if loss_weight is 0.
   hook = ctx.feature_augment  # None unless --data_augment opengan.

@@ -14,6 +14,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from mu_jax import errors
 from mu_jax import losses
 from mu_jax import parallel
 from mu_jax import state as state_lib
@@ -167,6 +168,66 @@ class Context(NamedTuple):
   simclr: Any = None
   feature_augment: Any = None
   compile: Callable[..., Any] = parallel.compile_function
+
+
+def _flag(field: str) -> str:
+  """The command-line flag of a field of the method's config section."""
+  return f'--config.method.{field}'
+
+
+def check_choice(method: str, field: str, value: Any,
+                 choices: Sequence[Any]) -> Any:
+  """`value` if it is one of `choices`, else a one-line ConfigError.
+
+  E.g. "unknown neggrad variant 'x'; choose one of canonical, capstone
+  (--config.method.variant=...)".
+
+  Args:
+    method: the method's name, as the message shows it (e.g. 'neggrad').
+    field: the field of `config.method` that holds `value` (e.g. 'variant').
+    value: the configured value.
+    choices: the values the method implements.
+  """
+  if value not in choices:
+    raise errors.ConfigError(
+        f'unknown {method} {field} {value!r}; choose one of '
+        f'{", ".join(str(c) for c in choices)} ({_flag(field)}=...)')
+  return value
+
+
+def check_range(method: str, field: str, value: float, *, example: float,
+                low: float | None = None, high: float | None = None,
+                low_open: bool = False, high_open: bool = False) -> float:
+  """`value` if it lies within the bounds, else a one-line ConfigError.
+
+  E.g. "salun mask_ratio is 1.5; it must be in [0, 1]: set
+  --config.method.mask_ratio to e.g. 0.5". A NaN is never within them.
+
+  Args:
+    method: the method's name, as the message shows it (e.g. 'scrub').
+    field: the field of `config.method` that holds `value`.
+    value: the configured value.
+    example: a sensible value to suggest (usually the default).
+    low, high: the bounds; None for no bound on that side.
+    low_open, high_open: whether that bound itself is excluded.
+  """
+  inside = ((low is None or (value > low if low_open else value >= low))
+            and (high is None
+                 or (value < high if high_open else value <= high)))
+  if inside:
+    return value
+  if low is not None and high is not None:
+    bounds = (f'in {"(" if low_open else "["}{low:g}, {high:g}'
+              f'{")" if high_open else "]"}')
+  elif low == 0 and low_open:
+    bounds = 'positive'
+  elif low is not None:
+    bounds = f'{"more than" if low_open else "at least"} {low:g}'
+  else:
+    bounds = f'{"less than" if high_open else "at most"} {high:g}'
+  raise errors.ConfigError(
+      f'{method} {field} is {value}; it must be {bounds}: set '
+      f'{_flag(field)} to e.g. {example}')
 
 
 def no_prepare(rng, state):

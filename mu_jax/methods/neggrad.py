@@ -20,7 +20,6 @@ import ml_collections
 import optax
 from absl import logging
 
-from mu_jax import errors
 from mu_jax import losses
 from mu_jax.methods import base
 
@@ -55,11 +54,8 @@ CARD = base.Card(label='GA', aliases=('ga',), order=2)
 
 def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
   """Returns NegGrad; `config.variant` picks canonical or capstone."""
-  variant = config.get('variant', 'canonical')
-  if variant not in VARIANTS:
-    raise errors.ConfigError(
-        f'unknown neggrad variant {variant!r}; choose one of '
-        f'{", ".join(VARIANTS)} (--config.method.variant=...)')
+  variant = base.check_choice('neggrad', 'variant',
+                              config.get('variant', 'canonical'), VARIANTS)
   capstone = variant == 'capstone'
   steps = ctx.steps_per_epoch['forget']
   scale = CAPSTONE_LOSS_SCALE if capstone else 1.0

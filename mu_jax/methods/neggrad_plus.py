@@ -11,7 +11,6 @@ time a small fraction of retraining.
 import jax
 import ml_collections
 
-from mu_jax import errors
 from mu_jax import losses
 from mu_jax.methods import base
 
@@ -46,11 +45,9 @@ CARD = base.Card(label='NegGrad+', aliases=('neggrad+',), order=3,
 
 def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
   """Returns NegGrad+; `config.alpha` weights the retain term."""
-  alpha = float(config.get('alpha', 0.95))
-  if not 0.0 <= alpha <= 1.0:
-    raise errors.ConfigError(
-        f'neggrad_plus alpha {alpha} is not in [0, 1]; set '
-        '--config.method.alpha to e.g. 0.95')
+  alpha = base.check_range('neggrad_plus', 'alpha',
+                           float(config.get('alpha', 0.95)), low=0, high=1,
+                           example=0.95)
 
   def forget_term(state, params, method_state, batches, rng):
     del method_state, rng  # Deterministic given the batch.

@@ -44,6 +44,14 @@ ApplyGradients = Callable[[state_lib.TrainState, PyTree, PyTree, PyTree],
 LOOPS = ('sequential', 'summed')
 
 
+def _check_classes_to_differ(num_classes: int):
+  """A label other than the true one needs a second class to draw."""
+  if num_classes < 2:
+    raise errors.ConfigError(
+        f'different_label needs at least 2 classes, got {num_classes}: set '
+        '--config.method.different_label=False')
+
+
 def random_labels(rng: jax.Array, labels: jax.Array, num_classes: int, *,
                   different: bool = False) -> jax.Array:
   """Uniformly random class labels, one per entry of `labels`.
@@ -60,9 +68,7 @@ def random_labels(rng: jax.Array, labels: jax.Array, num_classes: int, *,
     int [batch], same dtype as `labels`.
   """
   if different:
-    if num_classes < 2:
-      raise ValueError(f'different_label needs at least 2 classes, got '
-                       f'{num_classes}; set different_label=False')
+    _check_classes_to_differ(num_classes)
     # A non-zero shift modulo C is uniform over the other C - 1 classes.
     shift = jax.random.randint(rng, labels.shape, 1, num_classes,
                                labels.dtype)
@@ -100,17 +106,14 @@ def make(config: ml_collections.ConfigDict, ctx: base.Context, *,
     prepare: the method's `prepare` (SalUn builds its mask here).
     apply_gradients: how a gradient becomes an update (SalUn masks it).
   """
-  loop = config.get('loop', 'sequential')
-  if loop not in LOOPS:
-    raise errors.ConfigError(
-        f'unknown loop {loop!r} for {config.name}; choose one of '
-        f'{", ".join(LOOPS)} (--config.method.loop=...)')
+  name = config.get('name', 'random_label')  # Or SalUn, which builds on it.
+  loop = base.check_choice(name, 'loop', config.get('loop', 'sequential'),
+                           LOOPS)
   different = bool(config.get('different_label', False))
   retain_weight = float(config.get('retain_weight', 1.0))
   num_classes = ctx.num_classes
-  if different and num_classes < 2:
-    raise errors.ConfigError(f'different_label needs at least 2 classes, got '
-                             f'{num_classes}; set different_label=False')
+  if different:
+    _check_classes_to_differ(num_classes)
 
   def forward(state, params, images, model_state=None):
     (logits, _), model_state = state.apply(params, images, train=True,
@@ -181,11 +184,9 @@ def make(config: ml_collections.ConfigDict, ctx: base.Context, *,
         base.summed_gradients((forget_term, retain_term), apply_gradients),
         ('forget', 'retain'), forget_steps, prepare=summed_prepare,
         augment=config.get('augment', False))
-  fraction = config.get('retain_fraction', 1.0)
-  if fraction <= 0:
-    raise errors.ConfigError(
-        f'{config.get("name", "random_label")} retain_fraction is {fraction};'
-        ' it must be positive (--config.method.retain_fraction)')
+  fraction = base.check_range(name, 'retain_fraction',
+                              config.get('retain_fraction', 1.0), low=0,
+                              low_open=True, example=1.0)
   retain_steps = (config.get('retain_steps', 0) or max(
       1, base.ceil_steps(fraction * ctx.steps_per_epoch['retain'])))
   augment = config.get('augment', False)

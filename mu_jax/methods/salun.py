@@ -44,12 +44,18 @@ import ml_collections
 import optax
 from absl import logging
 
-from mu_jax import errors
 from mu_jax import parallel
 from mu_jax.methods import base
 from mu_jax.methods import random_label
 
 PyTree = Any
+
+
+def _check_mask_ratio(ratio: float) -> float:
+  """`make` refuses a bad ratio before any work, `saliency_mask` (public)
+  for its other callers; one message for both."""
+  return base.check_range('salun', 'mask_ratio', ratio, low=0, high=1,
+                          example=0.5)
 
 
 def saliency_mask(grads: PyTree, ratio: float) -> PyTree:
@@ -72,9 +78,7 @@ def saliency_mask(grads: PyTree, ratio: float) -> PyTree:
     >>> saliency_mask({'a': jnp.array([3., -1.]), 'b': jnp.array([2.])}, 0.5)
     {'a': Array([1., 0.], dtype=float32), 'b': Array([0.], dtype=float32)}
   """
-  if not 0.0 <= ratio <= 1.0:
-    raise ValueError(f'mask ratio {ratio} is not in [0, 1]; set '
-                     '--config.method.mask_ratio to a fraction such as 0.5')
+  _check_mask_ratio(ratio)
   leaves, treedef = jax.tree.flatten(grads)
   flat = jnp.concatenate([jnp.abs(leaf).ravel().astype(jnp.float32)
                           for leaf in leaves])
@@ -163,11 +167,7 @@ CARD = base.Card(label='SalUn', order=6,
 
 def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
   """Returns SalUn; `config.mask_ratio` is the fraction of weights that move."""
-  ratio = float(config.get('mask_ratio', 0.5))
-  if not 0.0 <= ratio <= 1.0:
-    raise errors.ConfigError(
-        f'mask ratio {ratio} is not in [0, 1]; set '
-        '--config.method.mask_ratio to a fraction such as 0.5')
+  ratio = _check_mask_ratio(float(config.get('mask_ratio', 0.5)))
 
   def prepare(rng, state):
     del rng  # The mask is a deterministic function of the forget set.

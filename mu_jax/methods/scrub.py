@@ -39,7 +39,6 @@ import ml_collections
 import numpy as np
 import optax
 
-from mu_jax import errors
 from mu_jax import losses
 from mu_jax import self_supervised
 from mu_jax.methods import base
@@ -97,15 +96,11 @@ CARD = base.Card(label='SCRUB', order=5, knob=('msteps', (1, 2, 4)))
 
 def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
   """Returns SCRUB in `config.variant` (canonical or capstone)."""
-  variant = config.get('variant', 'canonical')
-  if variant not in _VARIANTS:
-    raise errors.ConfigError(
-        f'unknown scrub variant {variant!r}; choose one of '
-        f'{", ".join(_VARIANTS)}')
-  temperature = float(config.get('temperature', 1.0))
-  if temperature <= 0:
-    raise errors.ConfigError(f'scrub temperature is {temperature}; it must be '
-                             'positive (--config.method.temperature)')
+  variant = base.check_choice('scrub', 'variant',
+                              config.get('variant', 'canonical'), _VARIANTS)
+  temperature = base.check_range(
+      'scrub', 'temperature', float(config.get('temperature', 1.0)), low=0,
+      low_open=True, example=1.0)
 
   term = self_supervised.make_term(config, ctx)  # None if loss_weight is 0.
   hook = ctx.feature_augment  # None unless --data_augment opengan.
@@ -231,10 +226,9 @@ def make(config: ml_collections.ConfigDict, ctx: base.Context) -> base.Method:
                              frozen=frozen)
 
   msteps = int(config.get('msteps', 1))
-  fraction = config.get('retain_fraction', 1.0)
-  if not 0 < fraction:
-    raise errors.ConfigError(f'scrub retain_fraction is {fraction}; it must be '
-                             'positive (--config.method.retain_fraction)')
+  fraction = base.check_range('scrub', 'retain_fraction',
+                              config.get('retain_fraction', 1.0), low=0,
+                              low_open=True, example=1.0)
   max_steps = max(1, ctx.steps_per_epoch['forget'])
   min_steps = max(1, base.ceil_steps(fraction * ctx.steps_per_epoch['retain']))
 

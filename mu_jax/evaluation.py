@@ -31,8 +31,8 @@ def _per_example(state, images, labels, *, mean, std):
   log_probs = jax.nn.log_softmax(logits)
   label_log_prob = jnp.take_along_axis(log_probs, labels[:, None], -1)[:, 0]
   # log p_y - log sum_{k != y} p_k from the logits, stably (LiRA's
-  # confidence; challenge.logit_scaled_confidence is its float64
-  # twin).
+  # confidence; model_confidences.logit_scaled_confidence is its
+  # float64 twin).
   true_logit = jnp.take_along_axis(logits, labels[:, None], -1)[:, 0]
   others = jnp.where(jax.nn.one_hot(labels, logits.shape[-1]) > 0, -jnp.inf,
                      logits)
@@ -48,7 +48,7 @@ def per_example(state, images: np.ndarray, labels: np.ndarray, *,
   """Per-sample correctness, true-label confidence, CE loss, LiRA confidence.
 
   'logit_confidence' is log p_y - log sum_{k != y} p_k (the NeurIPS 2023
-  challenge's statistic, `challenge.logit_scaled_confidence`).
+  challenge's statistic, `model_confidences.logit_scaled_confidence`).
 
   The model runs in eval mode (BatchNorm running statistics). Batches are
   padded to `batch_size` so that one compiled program serves all of them.

@@ -5,7 +5,9 @@
 `--data_augment`'s extra forget samples or trains the OpenGAN whose hook
 the distillation methods use, pretrains the SimCLR encoder when the method
 takes a self-supervised term, then runs the method from the original model
-under the guard rails (mu_jax/guard.py) unless they are disabled.
+under the guard rails (mu_jax/guard.py) unless they are disabled. The CLI
+(mu_jax/pipeline.py) and the library face (mu_jax/api.py) both unlearn
+through it.
 """
 
 from typing import Any, Callable
@@ -16,6 +18,7 @@ from absl import logging
 
 from mu_jax import augmentation
 from mu_jax import guard
+from mu_jax import host_batches
 from mu_jax import methods
 from mu_jax import optim
 from mu_jax import parallel
@@ -206,10 +209,10 @@ def _with_extra_forget(exp: Experiment, data: dict,
                len(labels))
   mixed = data['mixed']
   return {**data,
-          'forget': train.split_data(
+          'forget': host_batches.split_data(
               np.concatenate([forget['image'], images]),
               np.concatenate([forget['label'], labels])),
-          'mixed': train.split_data(
+          'mixed': host_batches.split_data(
               np.concatenate([mixed['image'], images]),
               np.concatenate([mixed['label'], labels]),
               is_forget=np.concatenate([
@@ -237,13 +240,14 @@ def unlearn(exp: Experiment, original, split: splits_lib.Split, *,
   images, labels = exp.dataset.train_images, exp.dataset.train_labels
   is_forget = np.zeros(len(labels), np.float32)
   is_forget[split.forget] = 1.0
-  data = {'forget': train.split_data(images[split.forget],
-                                     labels[split.forget]),
-          'retain': train.split_data(images[split.retain],
-                                     labels[split.retain]),
+  data = {'forget': host_batches.split_data(images[split.forget],
+                                            labels[split.forget]),
+          'retain': host_batches.split_data(images[split.retain],
+                                            labels[split.retain]),
           # The whole train set flagged per sample, for methods that mix
           # forget and retain samples in one batch (the original project).
-          'mixed': train.split_data(images, labels, is_forget=is_forget)}
+          'mixed': host_batches.split_data(images, labels,
+                                           is_forget=is_forget)}
   augment_info = {}
   data = _with_extra_forget(exp, data, augment_info)
   feature_augment = None
