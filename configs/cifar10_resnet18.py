@@ -26,8 +26,8 @@ every field of the method's `config.method` section is written here, none
 comes from the method's CPU (Fashion-MNIST) defaults in
 configs/<name>.py. docs/RECIPES.md gives the source of every value, the
 decisions taken where a reference is silent, and what mu_jax cannot express
-yet. `--method NAME` and `--mode` pick from this table too
-(`config.method_recipes`).
+yet. The config carries the whole table as `config.method_configs`, so
+`--method NAME` and `--mode` pick from it too.
 
 The data is TFDS `cifar10` in array_record format
 (`--config.data.tfds_data_dir`), or the python pickles with
@@ -51,10 +51,8 @@ from typing import Any, Mapping
 import ml_collections
 
 from configs import default
-from mu_jax import errors
-from mu_jax import methods
 
-MODES = ('random', 'class_wise')
+MODES = default.MODES
 
 # config.train: SalUn `Classification/main_train.py` with the defaults of
 # `Classification/arg_parser.py` (README: `--lr 0.1 --epochs 182`); the
@@ -400,36 +398,28 @@ def paper_method(name: str, mode: str = 'random') -> ml_collections.ConfigDict:
   field.
 
   Args:
-    name: a method name or alias (e.g. 'salun', 'ga', 'rl').
-    mode: 'random' or 'class_wise' ('classwise' is accepted).
+    name: a method's module name (e.g. 'salun', 'neggrad'; mu_jax resolves
+      aliases such as 'GA' or 'RL' before it asks).
+    mode: 'random' or 'class_wise'.
 
   Raises:
-    errors.ConfigError: for an unknown mode or method, or a method of
-      mu_jax/methods without a recipe here.
+    ValueError: for an unknown mode, or a method without a recipe here.
   """
-  mode = 'class_wise' if mode == 'classwise' else mode
   if mode not in MODES:
-    raise errors.ConfigError(f'unknown forgetting mode {mode!r}; choose one of '
-                             f'{", ".join(MODES)}')
-  canonical = methods.canonical_name(name)
-  if canonical not in methods.AVAILABLE:
-    raise errors.ConfigError(f'unknown method {name!r}; available: '
-                             f'{", ".join(methods.AVAILABLE)}')
-  if canonical not in RECIPES:
-    raise errors.ConfigError(
+    raise ValueError(f'unknown forgetting mode {mode!r}; choose one of '
+                     f'{", ".join(MODES)}')
+  if name not in RECIPES:
+    raise ValueError(
         f'method {name!r} has no paper recipe in configs/cifar10_resnet18.py '
-        f'(known: {", ".join(sorted(RECIPES))}); add its complete table there '
-        'and to docs/RECIPES.md')
+        f'(known: {", ".join(sorted(RECIPES))}); a method of mu_jax/methods '
+        'needs its complete table there and in docs/RECIPES.md')
   section = ml_collections.ConfigDict(
-      copy.deepcopy(dict(RECIPES[canonical][mode])))
+      copy.deepcopy(dict(RECIPES[name][mode])))
   # The mode the section was made for: main.py replaces a section whose
   # mode is not the run's by this table's section for that mode.
   section.mode = mode
   return section
 
-
-# The recipe table's entry point for `config.method_recipes`.
-recipe = paper_method
 
 # The variant that runs the guard rails (and holds out their validation
 # slice) around the papers' recipes.
@@ -445,8 +435,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   names = [v for v in variants
            if v not in ('smoke', 'class_wise', _GUARDED)]
   if len(names) > 1:
-    raise errors.ConfigError(
-        f'config variants name more than one method: {names}')
+    raise ValueError(f'config variants name more than one method: {names}')
   config = default.get_config('smoke' if smoke else None)
   config.data.name = 'cifar10'
   config.data.source = 'tfds'
@@ -466,10 +455,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.guard.enabled = guarded
   config.split.val_fraction = 0.2 if guarded else 0.0
   config.eval.batch_size = 1024
-  config.method_recipes = 'cifar10_resnet18'
-  config.method = default.method_config(
-      names[0] if names else 'finetune', mode, smoke=smoke,
-      recipes=config.method_recipes)
+  # The recipe table replaces the methods' CPU defaults: `--method` and
+  # `--mode` pick from it, as the variants do.
+  config.method_configs = default.method_table(
+      smoke=smoke, section=paper_method, names=sorted(RECIPES))
+  config.method = default.pick(config, names[0] if names else 'finetune')
   if smoke:  # Tiny, for tests: the data must still be prepared.
     config.train.epochs = 1
     config.train.batch_size = 32

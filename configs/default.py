@@ -4,23 +4,29 @@ Fashion-MNIST subset with a small CNN, against original and retrained models.
 Runs offline on 2 CPU cores in a few minutes. Variants (after the colon):
   configs/default.py:smoke   tiny data and model, for tests and CI.
 
-This file also holds what every method's config file shares: the common
-fields of a method section (`method_section`), the lookup of a method's
-defaults for a forgetting mode (`method_config`) and the variant syntax
-(`parse_variants`). Each method's own defaults live once, in
-configs/<method>.py:method(mode).
+This file also holds what every config file shares: the sections that are
+no method's (`guard_section`, `ssl_section`, `augmentation_section`), the
+common fields of a method section (`method_section`), a method's defaults
+for a forgetting mode (`method_config`), the table of every method's
+sections that each experiment config carries (`method_table`, as
+`config.method_configs`) and the variant syntax (`parse_variants`). Each
+method's own defaults live once, in configs/<method>.py:method(mode); the
+table finds those files by themselves (`method_names`).
+
+Config files are data: they import ml_collections, the standard library and
+each other, never mu_jax, so that mu_jax reads them as plain values and
+loading one imports no JAX. They know a method by its module name only:
+mu_jax resolves aliases (the original CLI's 'salUN', 'RL') before it looks a
+section up in the table. An unknown name or variant is a ValueError with a
+one-line message, which mu_jax's CLI prints as its error.
 """
 
+import copy
 import importlib
-from typing import Callable, Mapping
+import pkgutil
+from typing import Callable, Iterable, Mapping
 
 import ml_collections
-
-from mu_jax import augmentation
-from mu_jax import errors
-from mu_jax import guard
-from mu_jax import methods
-from mu_jax import self_supervised
 
 # The variant every config file takes: tiny data, model and epochs.
 SMOKE = 'smoke'
@@ -104,32 +110,34 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.train.optim = optimizer_section(
       'sgd', lr=0.05, momentum=0.9, weight_decay=5e-4, schedule='cosine')
 
-  # Where methods' sections come from: '' = each method's defaults in
-  # configs/<name>.py:method(mode); otherwise a module of configs/ whose
-  # `recipe(name, mode)` gives them (e.g. 'cifar10_resnet18', the papers'
-  # recipes), so that `--method` and `--mode` keep to that recipe table.
-  config.method_recipes = ''
-  # The unlearning method: its section for the forgetting mode
-  # (`method_config`); `--method NAME` and `--mode` swap in the chosen
-  # method's section for the chosen mode. SalUn: on the default data it
-  # reaches the guard rails' target in its first attempt, as configured
-  # (fine-tuning, the weakest baseline, stays short of it: exit status 3).
-  config.method = method_config('salun', config.split.mode,
-                                smoke=config.smoke)
+  # Every method's section for each forgetting mode, {mode: {name:
+  # section}} (`method_table`: each method's defaults in
+  # configs/<name>.py:method(mode); a config of other recipes brings its
+  # own table, e.g. configs/cifar10_resnet18.py the papers'). `--method NAME`
+  # and `--mode` take their section from here, and the tuner starts each
+  # method from its own; a run's report.json keeps only the section used
+  # (`config.method`), not the table.
+  config.method_configs = method_table(smoke=config.smoke)
+  # The unlearning method: its section for the forgetting mode, from the
+  # table; `--method NAME` and `--mode` swap in the chosen method's section
+  # for the chosen mode. SalUn: on the default data it reaches the guard
+  # rails' target in its first attempt, as configured (fine-tuning, the
+  # weakest baseline, stays short of it: exit status 3).
+  config.method = pick(config, 'salun')
 
   # Oracle-free guard rails around every unlearning run (mu_jax/guard.py):
   # a two-sided forgetting target, rewinds, retries within a budget, and a
   # loud outcome (exit status 3) when the target is not met.
-  config.guard = guard.guard_config()
+  config.guard = guard_section()
 
   # SimCLR pretraining and the self-supervised unlearning terms, used when
   # method.loss_weight > 0 (see mu_jax/self_supervised.py).
-  config.ssl = self_supervised.ssl_config()
+  config.ssl = ssl_section()
 
   # Forget-set augmentation, used when method.data_augment is simple, arpl
   # (extra forget samples) or opengan (generated features inside Bad
   # Teaching's and SCRUB's losses); see mu_jax/augmentation/.
-  config.augmentation = augmentation.augmentation_config()
+  config.augmentation = augmentation_section()
 
   config.eval = ml_collections.ConfigDict()
   config.eval.batch_size = 512  # Global evaluation batch.
@@ -170,8 +178,135 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # 512 images and one epoch check the plumbing, not the forgetting: a
     # smoke run short of the target still prints NOT FORGOTTEN, but exits 0.
     config.guard.allow_unmet = True
-    augmentation.shrink(config.augmentation)
+    shrink_augmentation(config.augmentation)
   return config
+
+
+def guard_section() -> ml_collections.ConfigDict:
+  """`config.guard`: the guard rails' thresholds and budget (mu_jax/guard.py)."""
+  config = ml_collections.ConfigDict()
+  config.enabled = True  # False runs the method exactly as configured.
+  # Checks per epoch in epochs of a single phase (plus the epoch's end);
+  # epochs of several phases (e.g. SCRUB's max then min) are checked at
+  # their end only, where the repair phase has run.
+  config.checks_per_epoch = 2
+  config.forget_samples = 500  # Forget-set subsample measured per check.
+  config.retain_samples = 500  # Retain-set subsample measured per check.
+  # Damage: points below the original's retain accuracy ...
+  config.max_retain_drop = 10.0
+  # ... or below its held-out (validation) accuracy ...
+  config.max_val_drop = 2.0
+  # ... by more than this many standard errors of the measured drop.
+  config.noise_z = 1.0
+  # Class-wise: forget accuracy (%) at or below which a class is forgotten.
+  config.class_wise_target = 2.0
+  # Random: forgotten while forget and held-out accuracy differ by at most
+  # this many standard errors (two-sided; 2.576 = a 1 % error rate).
+  config.target_z = 2.576
+  # All attempts and checks together cost at most this fraction of the
+  # retrain's optimizer steps (0 = no budget: max_attempts alone limits).
+  config.budget = 0.25
+  config.max_attempts = 6  # Runs of the method, the first included.
+  config.lr_factor = 2.0  # Step-size change between attempts.
+  # An attempt of fewer optimizer steps that forgot too little is run again
+  # twice as long (before its step size is raised).
+  config.min_steps = 30
+  # Checks are spaced so that they cost at most this share of an attempt's
+  # optimizer steps (a check costs its forward passes; the last step of an
+  # attempt is always checked).
+  config.check_share = 0.25
+  # True: a run that did not reach the target exits 0, not 3.
+  config.allow_unmet = False
+  return config
+
+
+def ssl_section() -> ml_collections.ConfigDict:
+  """`config.ssl`: the SimCLR pretraining recipe and the unlearning terms
+  (mu_jax/self_supervised.py)."""
+  config = ml_collections.ConfigDict()
+  config.out_dim = 128  # Projection size.
+  config.epochs = 10
+  config.batch_size = 256
+  config.temperature = 0.5  # NT-Xent temperature of pretraining.
+  config.optim = ml_collections.ConfigDict()
+  config.optim.name = 'adam'  # SimCLR (sthalles): Adam 3e-4, wd 1e-4.
+  config.optim.lr = 1e-3
+  config.optim.weight_decay = 1e-4
+  config.optim.schedule = 'cosine'
+  config.optim.warmup_epochs = 1
+  config.unlearn_temperature = 1.0  # `original` mode; the original used 1.
+  return config
+
+
+def augmentation_section() -> ml_collections.ConfigDict:
+  """`config.augmentation`: one section per generator (mu_jax/augmentation/)."""
+  config = ml_collections.ConfigDict()
+  config.simple = simple_section()
+  config.arpl = arpl_section()
+  config.opengan = opengan_section()
+  return config
+
+
+def simple_section() -> ml_collections.ConfigDict:
+  """Settings of the simple augmentation (config.augmentation.simple;
+  mu_jax/augmentation/simple.py)."""
+  config = ml_collections.ConfigDict()
+  config.crop_padding = 2  # Random crop after zero padding, in pixels.
+  config.flip = True  # Random left-right flip.
+  config.jitter = 0.3  # Brightness / contrast (/ saturation, hue) strength.
+  config.noise_std = 0.05  # Gaussian pixel noise, on the [0, 1] scale.
+  config.batch_size = 256  # Images augmented per jitted call.
+  return config
+
+
+def arpl_section() -> ml_collections.ConfigDict:
+  """Settings of ARPL training (config.augmentation.arpl;
+  mu_jax/augmentation/arpl.py); the original's `arplood.py`'s."""
+  config = ml_collections.ConfigDict()
+  config.epochs = 3  # Original: 50 (a ResNet-34 on GPU); short on CPU.
+  config.batch_size = 128
+  config.lr = 1e-3  # Adam, classifier and reciprocal points (orig. 1e-4).
+  config.gan_lr = 2e-4  # Adam(0.5, 0.999) for G and D.
+  config.temp = 1.0
+  config.weight_pl = 0.1
+  config.beta = 0.1  # Weight of the entropy (confusing-sample) term.
+  config.nz = 100  # Noise size.
+  config.width = 32  # Classifier and GAN widths.
+  config.feature_dim = 128
+  config.label = 'predicted'  # predicted | random: labels of the fakes.
+  return config
+
+
+def opengan_section() -> ml_collections.ConfigDict:
+  """Settings of the feature GAN (config.augmentation.opengan;
+  mu_jax/augmentation/opengan.py).
+
+  After the original's `openGan_main.py`.
+  """
+  config = ml_collections.ConfigDict()
+  config.epochs = 300  # The original's checkpoint: epoch 300.
+  config.batch_size = 128  # Clamped to the forget set's size.
+  config.nz = 256  # Noise size of the original's checkpoint.
+  config.lr_g = 1e-3  # Adam(0.5, 0.999); the original: lr_G = lr,
+  config.lr_d = 5e-4  # lr_D = lr / 2.
+  config.hidden_g = (512, 256, 128, 256)  # OpenGAN's GAN-fea widths.
+  config.hidden_d = (512, 256, 128, 64)  # Its discriminator's widths.
+  config.num_candidates = 100  # Generated features per forget sample.
+  return config
+
+
+def shrink_augmentation(config: ml_collections.ConfigDict):
+  """The smoke variant of `augmentation_section()`: one short ARPL epoch, a
+  tiny OpenGAN."""
+  config.arpl.epochs = 1
+  config.arpl.batch_size = 32
+  config.arpl.width = 8
+  config.arpl.feature_dim = 32
+  config.opengan.epochs = 5
+  config.opengan.nz = 16
+  config.opengan.hidden_g = (32, 32)
+  config.opengan.hidden_d = (32, 16)
+  config.opengan.num_candidates = 8
 
 
 def optimizer_section(name: str = 'sgd', *, lr: float, momentum: float = 0.9,
@@ -230,37 +365,108 @@ def method_section(name: str, mode: str, *, epochs: int, lr: float,
   return config
 
 
-def method_config(name: str, mode: str = 'random', *, smoke: bool = False,
-                  recipes: str = '') -> ml_collections.ConfigDict:
+def method_names() -> list[str]:
+  """The methods that have a config file: configs/<name>.py with `method`.
+
+  Found by file, when asked (not when this file is imported: every method's
+  config file imports this one), so that a new method's config file is all
+  the table needs. The names are module names of mu_jax/methods/.
+  """
+  package = importlib.import_module('configs')
+  names = []
+  for info in pkgutil.iter_modules(package.__path__):
+    module = importlib.import_module(f'configs.{info.name}')
+    if callable(getattr(module, 'method', None)):
+      names.append(info.name)
+  return sorted(names)
+
+
+def _defaults(name: str, mode: str) -> ml_collections.ConfigDict:
+  """configs/<name>.py:method(mode), unchecked."""
+  return importlib.import_module(f'configs.{name}').method(mode)
+
+
+def _check_mode(mode: str):
+  """Refuses a mode other than `MODES` ('classwise' is mu_jax's to resolve:
+  `mu_jax.splits.canonical_mode`)."""
+  if mode not in MODES:
+    raise ValueError(f'unknown forgetting mode {mode!r}; choose one of '
+                     f'{", ".join(MODES)}')
+
+
+def method_config(name: str, mode: str = 'random', *,
+                  smoke: bool = False) -> ml_collections.ConfigDict:
   """Method `name`'s default section for forgetting `mode`.
 
   Args:
-    name: a method name or alias (e.g. the original CLI's 'salUN').
-    mode: 'random' or 'class_wise' ('classwise' is accepted).
+    name: a method's module name (aliases are mu_jax's to resolve:
+      `mu_jax.methods.canonical_name`).
+    mode: 'random' or 'class_wise'.
     smoke: shrink it for the smoke variant.
-    recipes: '' for configs/<name>.py:method(mode), or the name of a module
-      of configs/ whose `recipe(name, mode)` gives the section
-      (`config.method_recipes`).
 
   Returns:
-    A fresh ConfigDict.
+    A fresh ConfigDict: configs/<name>.py:method(mode).
 
   Raises:
-    errors.ConfigError: an unknown method or mode.
+    ValueError: an unknown method or mode.
   """
-  name = methods.canonical_name(name)
-  methods.get(name)  # Unknown method: a ConfigError listing the choices.
-  mode = 'class_wise' if mode == 'classwise' else mode
-  if mode not in MODES:
-    raise errors.ConfigError(f'unknown mode {mode!r}; choose one of '
-                             f'{", ".join(MODES)} (or classwise)')
-  if recipes:
-    section = importlib.import_module(f'configs.{recipes}').recipe(name, mode)
-  else:
-    section = importlib.import_module(f'configs.{name}').method(mode)
+  _check_mode(mode)
+  names = method_names()
+  if name not in names:
+    raise ValueError(f'unknown method {name!r}: no configs/{name}.py defines '
+                     f'method(mode); the methods are {", ".join(names)}')
+  section = _defaults(name, mode)
   if smoke:
     shrink_method(section)
   return section
+
+
+def method_table(smoke: bool = False, *,
+                 section: Callable[[str, str], ml_collections.ConfigDict]
+                 | None = None,
+                 names: Iterable[str] | None = None
+                 ) -> ml_collections.ConfigDict:
+  """`config.method_configs`: every method's section for each mode.
+
+  A config file of its own (one that does not build on `get_config`) adds
+  the table with `config.method_configs = default.method_table()` to let
+  `--method` and `--mode` pick a section, and the tuner start from one.
+
+  Args:
+    smoke: shrink every section for the smoke variant.
+    section: `section(name, mode)` gives a fresh section; default: the
+      method's defaults, configs/<name>.py:method(mode). A recipe table's
+      (configs/cifar10_resnet18.py:paper_method) replaces them.
+    names: the methods; default `method_names()`.
+
+  Returns:
+    {mode: {name: section}} for both modes, as a ConfigDict.
+  """
+  section = section or _defaults
+  names = method_names() if names is None else list(names)
+  table = ml_collections.ConfigDict()
+  for mode in MODES:
+    table[mode] = ml_collections.ConfigDict()
+    for name in names:
+      table[mode][name] = section(name, mode)
+      if smoke:
+        shrink_method(table[mode][name])
+  return table
+
+
+def pick(config: ml_collections.ConfigDict,
+         name: str) -> ml_collections.ConfigDict:
+  """Method `name`'s section for the config's mode from its table, a copy:
+  what a config file installs as `config.method`.
+
+  Raises:
+    ValueError: the table has no such method.
+  """
+  sections = config.method_configs[config.split.mode]
+  if name not in sections:
+    raise ValueError(f'unknown method {name!r}; this config has sections for '
+                     f'{", ".join(sections)}')
+  return copy.deepcopy(sections[name])
 
 
 def experiment(name: str, arg: str | None = None,
@@ -284,7 +490,7 @@ def experiment(name: str, arg: str | None = None,
   config = get_config(SMOKE if SMOKE in variants else None)
   if 'class_wise' in variants:
     config.split.mode = 'class_wise'
-  config.method = method_config(name, config.split.mode, smoke=config.smoke)
+  config.method = pick(config, name)
   for variant in variants:
     if variant in extra:
       extra[variant](config)
@@ -304,8 +510,8 @@ def parse_variants(arg: str | None, known: tuple[str, ...]) -> list[str]:
   variants = [v for v in (arg or '').split(',') if v]
   for variant in variants:
     if variant not in known:
-      raise errors.ConfigError(f'unknown config variant {variant!r}; known: '
-                               f'{", ".join(known)}')
+      raise ValueError(f'unknown config variant {variant!r}; known: '
+                       f'{", ".join(known)}')
   return variants
 
 

@@ -11,47 +11,45 @@ class-wise forgetting, 3 seeds, on the embedded Fashion-MNIST subset.
 Everything outside `config.suite` is the experiment of configs/default.py
 (data, model, training recipe of the original and retrain models, split
 sizes). `config.method` is not used by the suite; each method runs with its
-section in `config.suite.method_configs.<mode>`: configs/<name>.py's
-defaults for that mode (e.g. a smaller step size for gradient ascent
-class-wise).
+section in `config.suite.method_configs.<mode>`: the experiment's table
+(`config.method_configs`), here configs/<name>.py's defaults for that mode
+(e.g. a smaller step size for gradient ascent class-wise).
 """
+
+import copy
 
 import ml_collections
 
 from configs import default
-from mu_jax import methods
 
 
-def method_sections(variant: str = '') -> ml_collections.ConfigDict:
-  """Each method's `config.method` section per forgetting mode.
+def method_sections(
+    config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Each method's `config.method` section per forgetting mode, for the suite.
 
-  configs/<name>.py:method(mode) for each mode.
-
-  Args:
-    variant: '' or 'smoke' (shrinks the sections).
+  A copy of the experiment's table (`config.method_configs`,
+  configs/default.py:method_table) without retrain, whose row comes from the
+  training recipe.
 
   Returns:
     {'random': {name: section}, 'class_wise': {name: section}}.
   """
   sections = ml_collections.ConfigDict()
-  for mode in ('random', 'class_wise'):
+  for mode, table in config.method_configs.items():
     sections[mode] = ml_collections.ConfigDict()
-    for name in methods.AVAILABLE:
-      if name != 'retrain':  # Its row comes from the training recipe.
-        sections[mode][name] = default.method_config(
-            name, mode, smoke=variant == default.SMOKE)
+    for name, section in table.items():
+      if name != 'retrain':
+        sections[mode][name] = copy.deepcopy(section)
   return sections
 
 
-def add_suite(config: ml_collections.ConfigDict, variant: str = '',
-              sections: ml_collections.ConfigDict | None = None):
+def add_suite(config: ml_collections.ConfigDict, variant: str = ''):
   """Adds the `suite` section to an experiment config (in place).
 
   Args:
-    config: an experiment config (configs/default.py and the like).
+    config: an experiment config (configs/default.py and the like), whose
+      table of method sections (`config.method_configs`) the suite runs.
     variant: '' or 'smoke'.
-    sections: the methods' sections per mode; default
-      `method_sections(variant)`.
   """
   config.suite = ml_collections.ConfigDict()
   # Comma-separated method names; '' = every method in mu_jax/methods/
@@ -84,9 +82,8 @@ def add_suite(config: ml_collections.ConfigDict, variant: str = '',
   config.suite.cka_samples = 500  # Forget samples for the CKA.
   config.suite.tsne_samples = 300  # Forget and retain samples, first seed.
   config.suite.tsne_iterations = 1000  # t-SNE optimisation steps (>= 250).
-  config.suite.method_configs = (
-      method_sections(variant) if sections is None else sections)
-  if variant == 'smoke':
+  config.suite.method_configs = method_sections(config)
+  if variant == default.SMOKE:
     config.suite.seeds = 2
     config.suite.multiseed = True
     config.suite.curve_samples = 64

@@ -16,22 +16,14 @@ runs this config end to end on a tiny CIFAR-shaped dataset.
 import ml_collections
 
 from configs import cifar10_resnet18
-from configs import default
 from configs import suite
-from mu_jax import methods
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Returns the suite config; `arg` is '' or 'smoke'."""
   config = cifar10_resnet18.get_config(arg)
-  sections = ml_collections.ConfigDict()
-  for mode in cifar10_resnet18.MODES:
-    sections[mode] = ml_collections.ConfigDict()
-    for name in methods.AVAILABLE:
-      if name != 'retrain':  # Its row comes from the training recipe.
-        sections[mode][name] = default.method_config(
-            name, mode, smoke=config.smoke, recipes=config.method_recipes)
-  suite.add_suite(config, arg or '', sections)
+  # The suite's sections come from the config's table: the papers' recipes.
+  suite.add_suite(config, arg or '')
   # ResNet-18 fills a GPU by itself: seeds are trained one after the other.
   config.suite.multiseed = False
   return config

@@ -240,11 +240,13 @@ def _variables(state: state_lib.TrainState) -> dict[str, PyTree]:
 def default_config(method: str = 'salun',
                    mode: str = 'random') -> ml_collections.ConfigDict:
   """The config `unlearn` uses when given none: configs/default.py's, with
-  `method`'s defaults for `mode` (configs/<method>.py)."""
+  `method`'s defaults for `mode` (configs/<method>.py) from its table of
+  sections, which is then dropped, as the CLI does."""
   from configs import default  # pylint: disable=g-import-not-at-top
   config = default.get_config()
   config.split.mode = splits_lib.canonical_mode(mode)
-  config.method = default.method_config(method, config.split.mode)
+  config.method = methods.section(config, method, config.split.mode)
+  del config.method_configs
   return config
 
 

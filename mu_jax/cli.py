@@ -205,14 +205,17 @@ def _apply_salun_split_flags(config):
 def _resolve_config(config):
   """The config after the shortcut flags, with the method's mode defaults.
 
-  `config.method` is replaced by the method's section for the run's mode
-  (configs/<method>.py, or the recipe table `config.method_recipes`) when
-  `--method` names a method or when the section was made for another
+  `config.method` is replaced by the method's section for the run's mode,
+  from the config's table of sections (`config.method_configs`: each
+  method's defaults in configs/<method>.py, or a config's recipe table),
+  when `--method` names a method or when the section was made for another
   forgetting mode than the run's (e.g. `--method scrub --mode class_wise`,
   or `--config.split.mode=class_wise` on a random-mode config); the user's
-  `--config.method.*` and method shortcut flags are applied on top.
+  `--config.method.*` and method shortcut flags are applied on top. The
+  table is then dropped, so that report.json holds the section used, unless
+  the tuner reads it (configs/tune.py: each method starts from its own).
   """
-  from configs import default  # pylint: disable=g-import-not-at-top
+  from mu_jax import methods  # pylint: disable=g-import-not-at-top
   from mu_jax import splits  # pylint: disable=g-import-not-at-top
   method_flag = _method_flag()
   with config.unlocked():
@@ -223,16 +226,16 @@ def _resolve_config(config):
     if (method_flag is not None
         or config.method.get('mode') != config.split.mode):
       if method_flag is None:
-        logging.info('using %s\'s %s defaults (configs/%s.py)', name,
-                     config.split.mode, name)
-      config.method = default.method_config(
-          name, config.split.mode, smoke=config.smoke,
-          recipes=config.method_recipes)
+        logging.info('using %s\'s %s section from the config\'s '
+                     'method_configs table', name, config.split.mode)
+      config.method = methods.section(config, name, config.split.mode)
       overrides = config_flags.get_override_values(flags.FLAGS['config'])
       for path, value in overrides.items():
         if path.startswith('method.'):
           _set(config, path, value)
     _apply_shortcuts(config, method_only=True)
+    if 'method_configs' in config and 'tune' not in config:
+      del config.method_configs
   if flags.FLAGS.forget_class is not None and config.split.mode != 'class_wise':
     # Random forgetting ignores split.forget_classes: the run would forget
     # random examples of every class instead of the class asked for.
@@ -409,16 +412,52 @@ def _other_process_failed(error: BaseException) -> str:
           "that process's output")
 
 
-def _user_error_in(error: BaseException) -> errors.MuJaxError | None:
-  """The MuJaxError that `error` was raised from, if any (the innermost).
+def _config_file(argv: list[str]) -> str:
+  """The file of the last `--config` in `argv` (the one absl keeps), without
+  its :VARIANT; the default config's when there is none."""
+  path = _DEFAULT_CONFIG
+  for i, arg in enumerate(argv[1:], 1):
+    if arg == '--':  # Positional arguments follow.
+      break
+    match = _CONFIG_ARG.match(arg)
+    if match and match.group(2) is not None:  # --config=PATH
+      path = match.group(3)
+    elif match and i + 1 < len(argv):  # --config PATH
+      path = argv[i + 1]
+  return path.partition(':')[0]
 
-  ml_collections re-raises an error of the config file as the same type with
-  a traceback for a message, and absl wraps that in a flags.Error.
+
+def _raised_by_config(error: BaseException, config_file: str) -> bool:
+  """Whether `error` was raised in a config file: the `--config` file or a
+  module of the `configs` package it builds on (the innermost frame of its
+  traceback is one of theirs)."""
+  tb = error.__traceback__
+  if tb is None:
+    return False
+  while tb.tb_next is not None:
+    tb = tb.tb_next
+  raiser = os.path.realpath(tb.tb_frame.f_code.co_filename)
+  package = os.path.realpath(os.path.join(_configs_parent(), 'configs'))
+  return (raiser == os.path.realpath(config_file)
+          or os.path.dirname(raiser) == package)
+
+
+def _user_error_in(error: BaseException,
+                   config_file: str = '') -> BaseException | None:
+  """The user's error that `error` was raised from, if any (the innermost).
+
+  A MuJaxError, or a ValueError raised by a config file (`config_file` or
+  configs/): config files import no mu_jax, so they report a bad variant or
+  method name as a ValueError with a one-line message. ml_collections
+  re-raises an error of the config file as the same type with a traceback
+  for a message, and absl wraps that in a flags.Error.
   """
   found, seen = None, set()
   while error is not None and id(error) not in seen:
     seen.add(id(error))
-    if (isinstance(error, errors.MuJaxError)
+    if ((isinstance(error, errors.MuJaxError)
+         or (isinstance(error, ValueError) and config_file
+             and _raised_by_config(error, config_file)))
         and not str(error).startswith('Error whilst parsing config file')):
       found = error
     error = error.__cause__ or error.__context__
@@ -456,8 +495,9 @@ def _unknown_override(error: BaseException, argv: list[str]) -> str:
 def _parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with every error a user can make as one line.
 
-  A config file that raises anything but a MuJaxError is a bug in it: its
-  traceback is kept, above the one line.
+  A config file that raises anything but a MuJaxError or a ValueError of its
+  own (`_user_error_in`) is a bug in it: its traceback is kept, above the
+  one line.
   """
   try:
     return flags.FLAGS(argv)
@@ -465,7 +505,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
     _fail(f'--config: {e.filename}, line {e.lineno}: syntax error '
           f'({e.msg}); fix that file')
   except flags.Error as e:
-    cause = _user_error_in(e)
+    cause = _user_error_in(e, _config_file(argv))
     if cause is not None:
       _fail(f'--config: {cause}')
     message = str(e)

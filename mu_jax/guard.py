@@ -83,6 +83,9 @@ the printed result starts with NOT FORGOTTEN and the command exits with
 status 3 (mu_jax/cli.py) unless `allow_unmet`. If every attempt diverged
 without an undamaged check better than the original before it, the run ends
 with an error instead. Every decision goes into the report.
+
+Its settings are `config.guard`, made and commented in configs/default.py
+(`guard_section`).
 """
 
 import dataclasses
@@ -125,44 +128,6 @@ _MOVED = 0.1
 # Forward passes cost about a third of a training step (forward, backward,
 # update) per image: what a check costs in steps of the budget.
 FORWARD_SHARE = 1.0 / 3.0
-
-
-def guard_config() -> ml_collections.ConfigDict:
-  """`config.guard`: the guard rails' thresholds and budget."""
-  config = ml_collections.ConfigDict()
-  config.enabled = True  # False runs the method exactly as configured.
-  # Checks per epoch in epochs of a single phase (plus the epoch's end);
-  # epochs of several phases (e.g. SCRUB's max then min) are checked at
-  # their end only, where the repair phase has run.
-  config.checks_per_epoch = 2
-  config.forget_samples = 500  # Forget-set subsample measured per check.
-  config.retain_samples = 500  # Retain-set subsample measured per check.
-  # Damage: points below the original's retain accuracy ...
-  config.max_retain_drop = 10.0
-  # ... or below its held-out (validation) accuracy ...
-  config.max_val_drop = 2.0
-  # ... by more than this many standard errors of the measured drop.
-  config.noise_z = 1.0
-  # Class-wise: forget accuracy (%) at or below which a class is forgotten.
-  config.class_wise_target = 2.0
-  # Random: forgotten while forget and held-out accuracy differ by at most
-  # this many standard errors (two-sided; 2.576 = a 1 % error rate).
-  config.target_z = 2.576
-  # All attempts and checks together cost at most this fraction of the
-  # retrain's optimizer steps (0 = no budget: max_attempts alone limits).
-  config.budget = 0.25
-  config.max_attempts = 6  # Runs of the method, the first included.
-  config.lr_factor = 2.0  # Step-size change between attempts.
-  # An attempt of fewer optimizer steps that forgot too little is run again
-  # twice as long (before its step size is raised).
-  config.min_steps = 30
-  # Checks are spaced so that they cost at most this share of an attempt's
-  # optimizer steps (a check costs its forward passes; the last step of an
-  # attempt is always checked).
-  config.check_share = 0.25
-  # True: a run that did not reach the target exits 0, not 3.
-  config.allow_unmet = False
-  return config
 
 
 def check_config(config: ml_collections.ConfigDict):

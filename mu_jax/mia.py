@@ -30,6 +30,15 @@ from sklearn import metrics
 from sklearn import svm
 
 
+def require_finite(name: str, array: np.ndarray, hint: str) -> np.ndarray:
+  """`array`, unless it holds NaN or infinite values (then a ValueError
+  that counts them, naming `name`, ending with `hint`)."""
+  if not np.all(np.isfinite(array)):
+    raise ValueError(f'{name} has {np.sum(~np.isfinite(array))} NaN or '
+                     f'infinite values; {hint}')
+  return array
+
+
 def _as_vector(name: str, values: npt.ArrayLike) -> np.ndarray:
   """Returns `values` as a finite, non-empty 1-D float64 array."""
   array = np.asarray(values, dtype=np.float64)
@@ -39,11 +48,7 @@ def _as_vector(name: str, values: npt.ArrayLike) -> np.ndarray:
         f'{array.shape}; select the true-label entry per example first.')
   if array.size == 0:
     raise ValueError(f'{name} is empty; pass at least one example.')
-  if not np.all(np.isfinite(array)):
-    raise ValueError(
-        f'{name} has {np.sum(~np.isfinite(array))} NaN or infinite values; '
-        'check the model outputs.')
-  return array
+  return require_finite(name, array, 'check the model outputs.')
 
 
 def svc_mia_efficacy(

@@ -12,6 +12,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import special
 
+from mu_jax import mia
+
 
 def logit_scaled_confidence(
     logits: npt.ArrayLike, labels: npt.ArrayLike) -> np.ndarray:
@@ -53,11 +55,8 @@ def logit_scaled_confidence(
     raise ValueError(
         f'logits must have shape [examples, classes] with at least 1 example '
         f'and 2 classes, got shape {logits.shape}.')
-  logits = logits.astype(np.float64)
-  if not np.all(np.isfinite(logits)):
-    raise ValueError(
-        f'logits has {np.sum(~np.isfinite(logits))} NaN or infinite values; '
-        'check the model outputs.')
+  logits = mia.require_finite('logits', logits.astype(np.float64),
+                              'check the model outputs.')
   if labels.shape != logits.shape[:1]:
     raise ValueError(
         f'labels must have shape ({logits.shape[0]},) to match logits '
@@ -92,11 +91,9 @@ def _as_model_matrix(
     raise ValueError(
         f'{name} has {array.shape[0]} model(s) (rows); pass at least '
         f'{min_models}, one row per independently unlearned/retrained model.')
-  if not np.all(np.isfinite(array)):
-    raise ValueError(
-        f'{name} has {np.sum(~np.isfinite(array))} NaN or infinite values; '
-        'use logit_scaled_confidence, which is finite for finite logits.')
-  return array
+  return mia.require_finite(
+      name, array,
+      'use logit_scaled_confidence, which is finite for finite logits.')
 
 
 def model_matrices(

@@ -2,6 +2,7 @@
 
 import errno
 import importlib.metadata
+import itertools
 import json
 import os
 import platform
@@ -34,6 +35,9 @@ def device_info() -> dict[str, Any]:
           'count': len(devices), 'processes': jax.process_count()}
 
 
+_EVENT_FILES = itertools.count()  # This process's event files, numbered.
+
+
 class EventLog:
   """Per-step scalars as TensorBoard event files (tensorboardX, no TF).
 
@@ -48,7 +52,12 @@ class EventLog:
     import tensorboardX  # pylint: disable=g-import-not-at-top
     self.directory = directory
     self._learning_rate = learning_rate
-    self._writer = tensorboardX.SummaryWriter(directory, flush_secs=10)
+    # Event files are named by the second and the host: a second writer in
+    # the same folder within a second (the guard's checks after a short
+    # attempt) would truncate the first's file without a suffix of its own.
+    self._writer = tensorboardX.SummaryWriter(
+        directory, flush_secs=10,
+        filename_suffix=f'.{os.getpid()}.{next(_EVENT_FILES)}')
 
   def __call__(self, step: int, scalars: Mapping[str, float]):
     for name, value in scalars.items():

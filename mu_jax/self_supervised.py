@@ -13,6 +13,9 @@ The student projects its penultimate features with a frozen copy of the SimCLR
 head, as the original did; gradients flow into the student's backbone unless
 `ssl_no_grad` reproduces the original's `torch.no_grad()` (where the term
 changed the printed loss only).
+
+The settings are `config.ssl`, made and commented in configs/default.py
+(`ssl_section`).
 """
 
 from typing import Any, Callable, NamedTuple
@@ -56,23 +59,6 @@ class SimCLRModel(nn.Module):
     head = ProjectionHead(hidden=features.shape[-1], out_dim=self.out_dim,
                           name='head')
     return head(features), features
-
-
-def ssl_config() -> ml_collections.ConfigDict:
-  """`config.ssl`: the SimCLR pretraining recipe and the unlearning terms."""
-  config = ml_collections.ConfigDict()
-  config.out_dim = 128  # Projection size.
-  config.epochs = 10
-  config.batch_size = 256
-  config.temperature = 0.5  # NT-Xent temperature of pretraining.
-  config.optim = ml_collections.ConfigDict()
-  config.optim.name = 'adam'  # SimCLR (sthalles): Adam 3e-4, wd 1e-4.
-  config.optim.lr = 1e-3
-  config.optim.weight_decay = 1e-4
-  config.optim.schedule = 'cosine'
-  config.optim.warmup_epochs = 1
-  config.unlearn_temperature = 1.0  # `original` mode; the original used 1.
-  return config
 
 
 def _two_views(rng, images, mean, std):

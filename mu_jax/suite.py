@@ -179,13 +179,13 @@ def _check_method_configs(sections: ml_collections.ConfigDict,
               if flat else '')
       raise errors.ConfigError(
           f'config.suite.method_configs has no {mode!r} section{hint}; '
-          'build it with configs/suite.py:method_sections()')
+          'build it with configs/suite.py:method_sections(config)')
     missing = [n for n in names if n not in sections[mode]]
     if missing:
       raise errors.ConfigError(
           f'config.suite.method_configs.{mode} has no section for '
           f'{", ".join(missing)}; build it with '
-          'configs/suite.py:method_sections()')
+          'configs/suite.py:method_sections(config)')
 
 
 class _Suite:

@@ -110,6 +110,77 @@ def format_table(summary: Mapping[str, Mapping[str, Any]],
   return '\n'.join(lines)
 
 
+def paired_comparison(mode_cells: Mapping[str, Sequence[Mapping[str, Any]]],
+                      order: Sequence[str], metric: str = 'avg_gap',
+                      confidence: float = 0.95) -> list[dict[str, Any]]:
+  """Each row's `metric` against the best row's, paired over seeds.
+
+  The best row is the method (or the original) with the lowest mean. For
+  every other row the differences row - best on the seeds both finished
+  give a mean and a Student-t interval (a paired t-test at 1 -
+  `confidence`): the ranking holds when the interval excludes 0. With
+  n = 3 seeds the interval is wide (t = 4.30), which is the point.
+
+  Args:
+    mode_cells: model -> its cells of one mode (`CellStore.collect`).
+    order: the rows; 'retrain' (the reference, gap 0) is skipped.
+    metric: a cell metric where lower is better.
+    confidence: the interval's coverage.
+
+  Returns:
+    [{'model', 'best', 'n', 'mean', 'low', 'high', 'holds'}], in `order`;
+    low and high are None, and holds False, for n < 2.
+  """
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+  values = {model: {c['seed']: float(c['metrics'][metric])
+                    for c in mode_cells.get(model, [])
+                    if c['status'] == 'ok' and metric in c['metrics']}
+            for model in order if model != 'retrain'}
+  values = {m: v for m, v in values.items() if v}
+  if len(values) < 2:
+    return []
+  best = min(values, key=lambda m: np.mean(list(values[m].values())))
+  rows = []
+  for model in values:
+    if model == best:
+      continue
+    seeds = sorted(set(values[model]) & set(values[best]))
+    diffs = np.array([values[model][s] - values[best][s] for s in seeds])
+    row = {'model': model, 'best': best, 'n': len(diffs),
+           'mean': float(diffs.mean()) if len(diffs) else None,
+           'low': None, 'high': None, 'holds': False}
+    if len(diffs) >= 2:
+      half = float(stats.t.ppf((1 + confidence) / 2, len(diffs) - 1)
+                   * diffs.std(ddof=1) / np.sqrt(len(diffs)))
+      row.update(low=row['mean'] - half, high=row['mean'] + half)
+      row['holds'] = bool(row['low'] > 0 or row['high'] < 0)
+    rows.append(row)
+  return rows
+
+
+def format_comparison(rows: Sequence[Mapping[str, Any]],
+                      metric_name: str = 'Avg. Gap') -> str:
+  """`paired_comparison`'s rows as a markdown table."""
+  if not rows:
+    return ''
+  best = labels().get(rows[0]['best'], rows[0]['best'])
+  lines = [f'{metric_name} against the best ({best}), paired over seeds '
+           '(95 % Student-t interval of the difference):', '',
+           '| Method | n | difference | 95 % interval | ranking |',
+           '|---|---:|---:|---|---|']
+  for row in rows:
+    label = labels().get(row['model'], row['model'])
+    if row['low'] is None:
+      interval, verdict = '—', 'n < 2: no interval'
+    else:
+      interval = f"[{row['low']:.2f}, {row['high']:.2f}]"
+      verdict = 'holds' if row['holds'] else 'within noise'
+    mean = '—' if row['mean'] is None else f"{row['mean']:+.2f}"
+    lines.append(f"| {label} | {row['n']} | {mean} | {interval} | "
+                 f'{verdict} |')
+  return '\n'.join(lines)
+
+
 def title(mode: str, split_info: Mapping[str, Any], *, dataset: str,
           model: str, seeds: int, seeds_done: int | None = None) -> str:
   """The heading of one mode's table.
@@ -240,12 +311,13 @@ def write(workdir: str, *, config: ml_collections.ConfigDict,
     total_start: `time.perf_counter()` at the start of the run.
 
   Returns:
-    The report: per-mode 'summary', 'tables' and 'titles', 'table' (all
-    modes' markdown), 'failures', 'guard' (the cells in which the guard
+    The report: per-mode 'summary', 'comparisons' (`paired_comparison`
+    of Avg. Gap), 'tables' and 'titles', 'table' (all modes' markdown), 'failures', 'guard' (the cells in which the guard
     rails acted), 'plots', 'per_seed' metrics, timings and provenance.
   """
   order = [*suite_store.BASE_MODELS, *methods]
   summary, tables, titles, figures, failures = {}, {}, {}, {}, []
+  comparisons = {}  # Mode -> `paired_comparison` of Avg. Gap.
   guarded = []  # Cells in which the guard rails acted.
   for mode in modes:
     summary[mode] = {m: summarize(cs) for m, cs in cells[mode].items() if cs}
@@ -254,6 +326,9 @@ def write(workdir: str, *, config: ml_collections.ConfigDict,
         seeds=len(seeds), seeds_done=len(
             [c for c in cells[mode]['retrain'] if c['status'] == 'ok']))
     tables[mode] = format_table(summary[mode], order)
+    comparisons[mode] = paired_comparison(cells[mode], order)
+    if comparisons[mode]:
+      tables[mode] += '\n\n' + format_comparison(comparisons[mode])
     for model in order:
       for cell in cells[mode][model]:
         if cell['status'] == 'failed':
@@ -284,8 +359,8 @@ def write(workdir: str, *, config: ml_collections.ConfigDict,
       'dataset': {'name': dataset.name, 'fingerprint': dataset.fingerprint(),
                   'train': int(len(dataset.train_labels)),
                   'test': int(len(dataset.test_labels))},
-      'splits': splits, 'summary': summary, 'titles': titles,
-      'tables': tables, 'table': table, 'failures': failures,
+      'splits': splits, 'summary': summary, 'comparisons': comparisons,
+      'titles': titles, 'tables': tables, 'table': table, 'failures': failures,
       'guard': guarded,
       'plots': figures, 'models': trained, 'timings': timings,
       'per_seed': {mode: {model: {c['seed']: c.get('metrics') for c in cs}

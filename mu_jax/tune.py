@@ -24,6 +24,10 @@ setting with another step size). Trials and
 evaluations are stored in `workdir/trials/` as they finish, so a killed
 tuning resumes. `workdir/report.json` holds every trial, the chosen
 settings and the evaluation; `workdir/results.md` the tables.
+
+The search space is `config.tune`, made and commented in configs/tune.py;
+each method starts from its section in the config's table
+(`config.method_configs`), the one `--method` would run.
 """
 
 import copy
@@ -48,24 +52,6 @@ from mu_jax import parallel
 from mu_jax import report
 from mu_jax import splits as splits_lib
 from mu_jax import unlearning
-
-
-
-def tune_config() -> ml_collections.ConfigDict:
-  """`config.tune`: the search space, its budget and the evaluation seeds."""
-  config = ml_collections.ConfigDict()
-  # Comma-separated methods; '' = every method but retrain.
-  config.methods = ''
-  config.modes = 'random,class_wise'
-  # Learning rates and epochs searched, as factors of the method's default.
-  config.lr_factors = (0.25, 0.5, 1.0, 2.0, 4.0)
-  config.epoch_factors = (0.5, 1.0, 2.0)
-  config.knobs = True  # Also search the method's own knob (its card's).
-  # Trials per (mode, method): the grid, or this many points of it drawn
-  # with a seeded generator (the default always among them).
-  config.budget = 24
-  config.eval_seeds = 2  # Seeds config.seed + 1, ... for the evaluation.
-  return config
 
 
 def _grid(tune: ml_collections.ConfigDict, name: str,
@@ -210,7 +196,6 @@ def run(config: ml_collections.ConfigDict, workdir: str = '') -> dict:
     raise errors.ConfigError(
         f'tune.eval_seeds={tune.eval_seeds} and tune.budget={tune.budget} '
         'must be at least 1')
-  from configs import default  # pylint: disable=g-import-not-at-top
   dataset, mesh = experiment.setup(config)
   # Finished trials and evaluations, keyed by their settings: a killed
   # tuning resumes. report.write_json writes on process 0 only.
@@ -241,8 +226,9 @@ def run(config: ml_collections.ConfigDict, workdir: str = '') -> dict:
                   f'seed {ev.config.seed} ({ev.split.name})' for ev in evals)
               + ' on their test sets (mean ± std).', '']
     for name in names:
-      base = default.method_config(name, mode, smoke=config.smoke,
-                                   recipes=config.method_recipes)
+      # The method's section in the config's table: the one `--method`
+      # would run.
+      base = methods.section(config, name, mode)
       trials = []
       for trial in _grid(tune, name, base, config.seed):
         section = apply_trial(base, trial)

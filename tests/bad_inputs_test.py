@@ -344,6 +344,17 @@ class BadInputsTest(absltest.TestCase):
              test_labels=rng.integers(0, 4, 32))
     with open(f'{tmp}/syntax_error.py', 'w') as f:
       f.write('def get_config():\n  return dict(seed=(\n')
+    # Config files import no mu_jax: they refuse a choice with a ValueError,
+    # which the CLI prints as one line, as it does any ValueError raised in
+    # a config file (a bad value in it, e.g. int('x')).
+    with open(f'{tmp}/refuses.py', 'w') as f:
+      f.write('def get_config():\n  raise ValueError("no such size")\n')
+    with open(f'{tmp}/buggy.py', 'w') as f:
+      f.write('def get_config():\n  return dict(seed=int("x"))\n')
+    with open(f'{tmp}/no_table.py', 'w') as f:
+      f.write('from configs import default\n\n\ndef get_config():\n'
+              "  config = default.get_config('smoke')\n"
+              '  del config.method_configs\n  return config\n')
     # The good run's checkpoints with the original model's checksums gone.
     shutil.copytree(cls.ck, f'{tmp}/ck_no_checksums')
     for step in glob.glob(f'{tmp}/ck_no_checksums/*_all_s0-*/*/checksums'):
@@ -464,6 +475,30 @@ class BadInputsTest(absltest.TestCase):
                       f'--config: {self.tmp}/syntax_error.py, line 2: syntax '
                       "error ('(' was never closed); fix that file",
                       config=f'--config={self.tmp}/syntax_error.py')
+    with self.subTest('config_refuses'):
+      result = self.assert_bad('config_refuses', [], '',
+                               config=f'--config={self.tmp}/refuses.py')
+      self.assertEqual(result.last, 'mu_jax: error: --config: no such size')
+    with self.subTest('config_value_error'):
+      result = self.assert_bad('config_value_error', [], '',
+                               config=f'--config={self.tmp}/buggy.py')
+      self.assertEqual(result.last, 'mu_jax: error: --config: invalid '
+                       "literal for int() with base 10: 'x'")
+    with self.subTest('method_without_a_table'):
+      # --method takes its section from the config's table; a config of
+      # one's own without it is told how to add one.
+      self.assert_bad('method_without_a_table', ['--method', 'scrub'],
+                      'the config has no method_configs table to take '
+                      "scrub's random section from; add one in the config "
+                      'file with `config.method_configs = '
+                      'default.method_table()`',
+                      config=f'--config={self.tmp}/no_table.py')
+    with self.subTest('method_alias_in_a_config_variant'):
+      # The config knows module names only (aliases are mu_jax's).
+      self.assert_bad('method_alias_in_a_config_variant', [],
+                      "--config: unknown method 'GA'; this config has "
+                      'sections for bad_teaching',
+                      config='--config=configs/cifar10_resnet18.py:GA')
 
   def test_choices_and_split(self):
     cases = {

@@ -15,6 +15,7 @@ import numpy as np
 from absl.testing import absltest
 from absl.testing import parameterized
 
+from configs import default
 from mu_jax import augmentation
 from mu_jax import errors
 from mu_jax import experiment
@@ -31,7 +32,7 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _tiny_arpl_config(**overrides):
-  config = arpl.arpl_config()
+  config = default.arpl_section()
   config.update({'epochs': 1, 'batch_size': 16, 'width': 4,
                  'feature_dim': 8, 'nz': 8, **overrides})
   return config
@@ -107,7 +108,7 @@ class SimpleAugmentTest(absltest.TestCase):
                                   [0, 1, 2, 0, 1, 2, 0])
     images = test_util.tiny_images(3, shape=(8, 8, 3))
     labels = np.array([4, 5, 6])
-    config = simple.simple_config()
+    config = default.simple_section()
     config.batch_size = 4  # Several jitted chunks.
     out, out_labels = simple.generate(config, jax.random.key(0), images,
                                       labels, 10)
@@ -171,7 +172,7 @@ class ArplTrainingTest(absltest.TestCase):
 
 
 def _tiny_opengan_config(**overrides):
-  config = opengan.opengan_config()
+  config = default.opengan_section()
   config.update({'epochs': 2, 'batch_size': 16, 'nz': 8,
                  'hidden_g': (16, 16), 'hidden_d': (16, 8),
                  'num_candidates': 4, **overrides})

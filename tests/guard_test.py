@@ -55,7 +55,7 @@ class _ScriptedProbe:
 
 
 def _config(**overrides):
-  config = guard.guard_config()
+  config = default.guard_section()
   # Scripted accuracies are exact: no noise allowance, the random target a
   # window of one example around the original's held-out accuracy.
   config.noise_z = 0.0

@@ -109,6 +109,23 @@ class SavedModelTest(absltest.TestCase):
                      first['metrics']['unlearned']['forget_acc'])
 
 
+class EventLogTest(absltest.TestCase):
+
+  def test_two_logs_in_one_folder_within_a_second_keep_both(self):
+    # Files are named by the second: the guard's checks are logged in the
+    # attempt's folder right after it ends.
+    from mu_jax import report  # pylint: disable=g-import-not-at-top
+    with tempfile.TemporaryDirectory() as tmp:
+      first = report.EventLog(tmp, learning_rate=lambda step: 0.1)
+      first(1, {'loss': 1.0})
+      first.close()
+      second = report.EventLog(tmp)
+      second(1, {'guard/forget_acc': 50.0})
+      second.close()
+      self.assertEqual(test_util.event_tags(tmp),
+                       {'loss', 'learning_rate', 'guard/forget_acc'})
+
+
 class MainTest(absltest.TestCase):
 
   @classmethod

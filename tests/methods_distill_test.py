@@ -63,7 +63,7 @@ def _simclr(model):
 
 def _opengan_hook(feature_dim=16):
   """A tiny (untrained) OpenGAN hook, as the pipeline passes in `ctx`."""
-  config = opengan.opengan_config()
+  config = default.opengan_section()
   config.update({'nz': 4, 'hidden_g': (8,), 'num_candidates': 3})
   params = opengan.init_params(config, feature_dim, jax.random.key(6))
   return opengan.make_hook(config, params, feature_dim)

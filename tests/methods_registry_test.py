@@ -8,11 +8,13 @@ grid (its knob), the benchmarks and the robustness tool.
 import importlib.util
 import os
 import sys
+import tempfile
 import types
 from unittest import mock
 
 from absl.testing import absltest
 
+import configs
 from configs import default
 from configs import suite as suite_config
 from configs import tune as tune_config
@@ -24,6 +26,16 @@ from mu_jax.methods import base
 from mu_jax.methods import finetune
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_DUMMY_CONFIG = '''"""The dummy method's config file: fine-tuning's defaults."""
+
+from configs import default
+
+
+def method(mode='random'):
+  section = default.method_config('finetune', mode)
+  section.name = 'dummy'
+  return section
+'''
 
 
 def _robustness():
@@ -42,17 +54,16 @@ class RegistryTest(absltest.TestCase):
     dummy.CARD = base.Card(label='Dummy', aliases=('dm',), order=50,
                            knob=('epochs', (1, 3)))
     dummy.make = finetune.make
-    # Its config file, configs/dummy.py: fine-tuning's defaults.
-    dummy_config = types.ModuleType('configs.dummy')
-
-    def method(mode='random'):
-      section = default.method_config('finetune', mode)
-      section.name = 'dummy'
-      return section
-
-    dummy_config.method = method
+    # Its config file, configs/dummy.py (found by file, in a folder added
+    # to the configs package's path): fine-tuning's defaults.
+    folder = self.enter_context(tempfile.TemporaryDirectory())
+    with open(os.path.join(folder, 'dummy.py'), 'w') as f:
+      f.write(_DUMMY_CONFIG)
+    self.enter_context(mock.patch.object(
+        configs, '__path__', [*configs.__path__, folder]))
+    # configs.dummy, imported by the table, goes with the test.
     self.enter_context(mock.patch.dict(sys.modules, {
-        'mu_jax.methods.dummy': dummy, 'configs.dummy': dummy_config}))
+        'mu_jax.methods.dummy': dummy}))
     self.enter_context(mock.patch.object(
         methods, 'AVAILABLE', (*methods.AVAILABLE, 'dummy')))
     self.dummy = dummy
@@ -65,6 +76,15 @@ class RegistryTest(absltest.TestCase):
                      ['finetune', 'random_label', 'neggrad', 'neggrad_plus',
                       'bad_teaching', 'scrub', 'salun', 'dummy'])
     self.assertEqual(suite_report.labels()['dummy'], 'Dummy')
+
+  def test_its_config_file_joins_the_table(self):
+    self.assertIn('dummy', default.method_names())
+    config = default.get_config()
+    for mode in ('random', 'class_wise'):
+      self.assertEqual(config.method_configs[mode].dummy.name, 'dummy')
+    # `--method dm --mode class_wise`: the alias, resolved by mu_jax.
+    section = methods.section(config, 'DM', 'class_wise')
+    self.assertEqual((section.name, section.mode), ('dummy', 'class_wise'))
 
   def test_suite_tuner_benchmarks_and_robustness_pick_it_up(self):
     config = suite_config.get_config('smoke')

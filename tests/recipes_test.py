@@ -7,6 +7,8 @@ docs/RECIPES.md says once a method turns them into steps (full passes).
 
 import contextlib
 import importlib
+import sys
+import types
 from unittest import mock
 
 from absl.testing import absltest
@@ -189,6 +191,7 @@ class RecipesTest(parameterized.TestCase):
       suite = suite_cifar10_resnet18.get_config()
     self.assertEqual(during, before)
     self.assertEqual(_flat(config.method), before)
+    self.assertEqual(_flat(config.method_configs[mode][name]), before)
     self.assertEqual(_flat(suite.suite.method_configs[mode][name]), before)
 
   def test_sections_are_fresh_copies(self):
@@ -208,19 +211,31 @@ class RecipesTest(parameterized.TestCase):
                           set(methods.AVAILABLE) - {'retrain'})
 
   def test_aliases_and_errors(self):
-    self.assertEqual(cifar10_resnet18.paper_method('GA').name, 'neggrad')
-    self.assertEqual(cifar10_resnet18.paper_method('rl').name, 'random_label')
-    self.assertEqual(cifar10_resnet18.paper_method('ft').optim.lr, 0.01)
-    self.assertEqual(
-        cifar10_resnet18.paper_method('scrub', 'classwise').msteps, 2)
+    # The config knows a method by its module name; mu_jax resolves the
+    # aliases (`--method GA`) before it looks a section up in the table.
+    config = cifar10_resnet18.get_config()
+    self.assertEqual(methods.section(config, 'GA', 'random').name, 'neggrad')
+    self.assertEqual(methods.section(config, 'rl', 'random').name,
+                     'random_label')
+    self.assertEqual(methods.section(config, 'ft', 'random').optim.lr, 0.01)
+    self.assertEqual(methods.section(config, 'scrub', 'classwise').msteps, 2)
+    for alias, name in methods.aliases().items():
+      self.assertIn(name, config.method_configs.random, alias)
     with self.assertRaisesRegex(ValueError, 'class_wise'):
       cifar10_resnet18.paper_method('salun', 'sideways')
+    with self.assertRaisesRegex(ValueError, 'no paper recipe'):
+      cifar10_resnet18.paper_method('GA')  # An alias: mu_jax's to resolve.
     with self.assertRaisesRegex(ValueError, 'unknown method'):
-      cifar10_resnet18.paper_method('no_such_method')
+      methods.section(config, 'no_such_method', 'random')
     with mock.patch.object(methods, 'AVAILABLE',
                            methods.AVAILABLE + ('new_method',)):
-      with self.assertRaisesRegex(ValueError, 'no paper recipe'):
-        cifar10_resnet18.paper_method('new_method')
+      with mock.patch.dict(sys.modules, {
+          'mu_jax.methods.new_method': types.ModuleType('new_method')}):
+        with self.assertRaisesRegex(ValueError,
+                                    'no random section for new_method'):
+          methods.section(config, 'new_method', 'random')
+    with self.assertRaisesRegex(ValueError, 'no paper recipe'):
+      cifar10_resnet18.paper_method('new_method')
 
   @parameterized.parameters(
       # SalUn's CIFAR-10 loop: a forget pass, then a full retain pass.

@@ -126,6 +126,41 @@ class AggregationTest(absltest.TestCase):
                      '— | — | — | — |')
     self.assertLen(lines, 5)  # scrub has no cells: no row.
 
+  def test_paired_comparison_by_hand(self):
+    # SalUn is best (mean 1.0). SCRUB's differences 1, 2, 3: mean 2, sd 1,
+    # half-width t(0.975, 2) / sqrt(3) = 4.302653 / 1.732051 = 2.484138:
+    # [-0.484, 4.484], within noise. The original's differences 5, 6, 7:
+    # the same width around 6, so the ranking holds.
+    cells = {
+        'retrain': [_cell(s, avg_gap=0.0, seconds=1.0) for s in range(3)],
+        'original': [_cell(s, avg_gap=g, seconds=1.0)
+                     for s, g in enumerate((6.0, 6.0, 8.0))],
+        'salun': [_cell(s, avg_gap=g, seconds=1.0)
+                  for s, g in enumerate((1.0, 0.0, 1.0))],
+        'scrub': [_cell(s, avg_gap=g, seconds=1.0)
+                  for s, g in enumerate((2.0, 2.0, 4.0))],
+        'neggrad': [_cell(0, avg_gap=9.0, seconds=1.0),
+                    _cell(1, status='failed')]}
+    rows = {r['model']: r for r in suite_report.paired_comparison(
+        cells, ['retrain', 'original', 'salun', 'scrub', 'neggrad'])}
+    self.assertEqual(set(rows), {'original', 'scrub', 'neggrad'})
+    scrub = rows['scrub']
+    self.assertEqual((scrub['best'], scrub['n']), ('salun', 3))
+    self.assertAlmostEqual(scrub['mean'], 2.0)
+    self.assertAlmostEqual(scrub['low'], 2.0 - 2.484138, places=5)
+    self.assertAlmostEqual(scrub['high'], 2.0 + 2.484138, places=5)
+    self.assertFalse(scrub['holds'])
+    self.assertAlmostEqual(rows['original']['low'], 6.0 - 2.484138,
+                           places=5)
+    self.assertTrue(rows['original']['holds'])
+    # One paired seed: a difference, no interval.
+    self.assertEqual((rows['neggrad']['n'], rows['neggrad']['low'],
+                      rows['neggrad']['holds']), (1, None, False))
+    table = suite_report.format_comparison(
+        suite_report.paired_comparison(cells, ['salun', 'scrub']))
+    self.assertIn('| SCRUB | 3 | +2.00 | [-0.48, 4.48] | within noise |',
+                  table)
+
   def test_cells_short_of_the_target_are_named(self):
     cells = {'finetune': [
         {'seed': 0, 'guard': {'outcome': 'forgotten'}},

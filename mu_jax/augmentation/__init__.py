@@ -18,6 +18,9 @@ augmentation).
 
 `feature_hook` trains (or reloads) the OpenGAN and returns the hook that
 methods taking `FEATURE_AUGMENT` use.
+
+The generators' settings are `config.augmentation.{simple,arpl,opengan}`,
+made and commented in configs/default.py (`augmentation_section`).
 """
 
 import os
@@ -36,28 +39,6 @@ from mu_jax.augmentation import simple
 SAMPLE_AUGMENTS = ('simple', 'arpl')
 # The names that work inside the losses of methods with FEATURE_AUGMENT.
 FEATURE_AUGMENTS = ('opengan',)
-
-
-def augmentation_config() -> ml_collections.ConfigDict:
-  """config.augmentation: one section per generator."""
-  config = ml_collections.ConfigDict()
-  config.simple = simple.simple_config()
-  config.arpl = arpl.arpl_config()
-  config.opengan = opengan.opengan_config()
-  return config
-
-
-def shrink(config: ml_collections.ConfigDict):
-  """The smoke variant: one short ARPL epoch, a tiny OpenGAN."""
-  config.arpl.epochs = 1
-  config.arpl.batch_size = 32
-  config.arpl.width = 8
-  config.arpl.feature_dim = 32
-  config.opengan.epochs = 5
-  config.opengan.nz = 16
-  config.opengan.hidden_g = (32, 32)
-  config.opengan.hidden_d = (32, 16)
-  config.opengan.num_candidates = 8
 
 
 def extra_forget(config: ml_collections.ConfigDict, dataset,

@@ -34,23 +34,6 @@ from mu_jax.methods import base
 from mu_jax.models import gan
 
 
-def arpl_config() -> ml_collections.ConfigDict:
-  """Settings of ARPL training (config.augmentation.arpl); `arplood.py`'s."""
-  config = ml_collections.ConfigDict()
-  config.epochs = 3  # Original: 50 (a ResNet-34 on GPU); short on CPU.
-  config.batch_size = 128
-  config.lr = 1e-3  # Adam, classifier and reciprocal points (orig. 1e-4).
-  config.gan_lr = 2e-4  # Adam(0.5, 0.999) for G and D.
-  config.temp = 1.0
-  config.weight_pl = 0.1
-  config.beta = 0.1  # Weight of the entropy (confusing-sample) term.
-  config.nz = 100  # Noise size.
-  config.width = 32  # Classifier and GAN widths.
-  config.feature_dim = 128
-  config.label = 'predicted'  # predicted | random: labels of the fakes.
-  return config
-
-
 def distance_l2(features: jax.Array, points: jax.Array) -> jax.Array:
   """||x - P_k||^2 / D for features [B, D], points [K, D] -> [B, K]."""
   x2 = jnp.sum(features**2, -1, keepdims=True)

@@ -29,7 +29,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
@@ -44,23 +43,6 @@ from mu_jax.methods import base
 from mu_jax.models import gan
 
 PyTree = Any
-
-
-def opengan_config() -> ml_collections.ConfigDict:
-  """Settings of the feature GAN (config.augmentation.opengan).
-
-  After the original's `openGan_main.py`.
-  """
-  config = ml_collections.ConfigDict()
-  config.epochs = 300  # The original's checkpoint: epoch 300.
-  config.batch_size = 128  # Clamped to the forget set's size.
-  config.nz = 256  # Noise size of the original's checkpoint.
-  config.lr_g = 1e-3  # Adam(0.5, 0.999); the original: lr_G = lr,
-  config.lr_d = 5e-4  # lr_D = lr / 2.
-  config.hidden_g = (512, 256, 128, 256)  # OpenGAN's GAN-fea widths.
-  config.hidden_d = (512, 256, 128, 64)  # Its discriminator's widths.
-  config.num_candidates = 100  # Generated features per forget sample.
-  return config
 
 
 def _generator(config, feature_dim: int) -> gan.FeatureGenerator:
@@ -150,7 +132,7 @@ def train_or_restore(config, features: np.ndarray, seed: int, directory: str,
   """Trains the GAN into `directory`, or reuses (or resumes) it there.
 
   Args:
-    config: `opengan_config()`.
+    config: config.augmentation.opengan (configs/default.py).
     features: float [N, D], the original model's forget-set features.
     seed: seeds the initialisation, batch order and noise.
     directory: the checkpoint folder.

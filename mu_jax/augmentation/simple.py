@@ -17,17 +17,6 @@ from mu_jax import augment
 from mu_jax import parallel
 
 
-def simple_config() -> ml_collections.ConfigDict:
-  """Settings of the simple augmentation (config.augmentation.simple)."""
-  config = ml_collections.ConfigDict()
-  config.crop_padding = 2  # Random crop after zero padding, in pixels.
-  config.flip = True  # Random left-right flip.
-  config.jitter = 0.3  # Brightness / contrast (/ saturation, hue) strength.
-  config.noise_std = 0.05  # Gaussian pixel noise, on the [0, 1] scale.
-  config.batch_size = 256  # Images augmented per jitted call.
-  return config
-
-
 @functools.partial(parallel.compile_function,
                    static_argnames=('crop_padding', 'flip'))
 def augment_images(rng: jax.Array, images: jax.Array, *, crop_padding: int,
@@ -56,7 +45,7 @@ def generate(config: ml_collections.ConfigDict, rng: jax.Array,
   """`augment_num` augmented copies of forget images, with their labels.
 
   Args:
-    config: `simple_config()`.
+    config: config.augmentation.simple (configs/default.py).
     rng: key for the random changes.
     images: uint8 [N, H, W, C] forget images.
     labels: [N] their labels.

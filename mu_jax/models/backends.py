@@ -40,44 +40,32 @@ def _backend(backend: str | None) -> str:
   return (backend or jax.default_backend()).lower()
 
 
-def _check(setting: str, choices: tuple[str, ...], field: str) -> None:
-  """Refuses a `config.model.<field>` value outside `choices`."""
+def _resolve(field: str, setting: str, choices: tuple[str, ...],
+             backend: str | None, on_auto) -> str:
+  """`config.model.<field>`'s value, 'auto' decided by `on_auto(backend)`.
+
+  Raises:
+    errors.ConfigError: a setting outside `choices`.
+  """
   if setting not in choices:
     raise errors.ConfigError(
         f'unknown model {field} {setting!r}; choose one of '
         f'{", ".join(choices)} (--config.model.{field}=...)')
+  return on_auto(_backend(backend)) if setting == 'auto' else setting
 
 
 def resolve_layers(setting: str = 'auto', backend: str | None = None) -> str:
-  """`config.model.layers` -> 'cpu_tuned' or 'standard'.
-
-  Args:
-    setting: 'auto', 'cpu_tuned' or 'standard'.
-    backend: the backend 'auto' decides for; None = `jax.default_backend()`.
-
-  Raises:
-    errors.ConfigError: an unknown setting.
-  """
-  _check(setting, LAYERS, 'layers')
-  if setting != 'auto':
-    return setting
-  return 'cpu_tuned' if _backend(backend) == 'cpu' else 'standard'
+  """`config.model.layers` ('auto', 'cpu_tuned' or 'standard') -> 'cpu_tuned'
+  or 'standard', for `backend` (None = `jax.default_backend()`)."""
+  return _resolve('layers', setting, LAYERS, backend,
+                  lambda b: 'cpu_tuned' if b == 'cpu' else 'standard')
 
 
 def resolve_dtype(setting: str = 'float32', backend: str | None = None) -> str:
-  """`config.model.dtype` -> 'float32' or 'bfloat16'.
-
-  Args:
-    setting: 'auto', 'float32' or 'bfloat16'.
-    backend: the backend 'auto' decides for; None = `jax.default_backend()`.
-
-  Raises:
-    errors.ConfigError: an unknown setting.
-  """
-  _check(setting, DTYPES, 'dtype')
-  if setting != 'auto':
-    return setting
-  return 'bfloat16' if _backend(backend) in ACCELERATORS else 'float32'
+  """`config.model.dtype` ('auto', 'float32' or 'bfloat16') -> 'float32' or
+  'bfloat16', for `backend` (None = `jax.default_backend()`)."""
+  return _resolve('dtype', setting, DTYPES, backend,
+                  lambda b: 'bfloat16' if b in ACCELERATORS else 'float32')
 
 
 def conv(features: int, kernel_size: tuple[int, int], *, dtype,
