@@ -263,10 +263,17 @@ def _checked_config(config, method: str, mode: str):
     config = default_config(method, mode)
   else:
     config = config.copy_and_resolve_references()
-    if methods.canonical_name(config.method.name) != method:
+    config.split.mode = mode
+    if 'method_configs' in config:
+      # As the CLI's --method and --mode: the method's section for the
+      # mode from the config's table, unless config.method is already it.
+      if (methods.canonical_name(config.method.name) != method
+          or config.method.get('mode', mode) != mode):
+        config.method = methods.section(config, method, mode)
+      del config.method_configs
+    elif methods.canonical_name(config.method.name) != method:
       raise InputError(f'config: its method section is for '
                        f'{config.method.name!r}, but method={method!r}')
-    config.split.mode = mode
   if config.method.data_augment not in ('', 'none'):
     raise InputError(
         f'config: data_augment={config.method.data_augment!r} is for the '
@@ -304,7 +311,9 @@ def unlearn(model: nn.Module, variables: Mapping[str, PyTree], *,
     mode: 'random' (examples) or 'class_wise' (the classes of `forget`).
     config: a configs/default.py-style config (None: `default_config`);
       its method, guard, ssl, train (the budget's retrain recipe), eval and
-      mesh sections are used, its data and split sections are not.
+      mesh sections are used, its data and split sections are not. With
+      its table of sections (`config.method_configs`), `method` and `mode`
+      pick the section from it, as the CLI's --method and --mode do.
     check_chance: refuse forget / retain data on which the model is at
       chance (the usual sign of a preprocessing mismatch).
 

@@ -66,7 +66,7 @@ def _vmapped(setting: str) -> bool:
   return setting == 'always'
 
 
-def _outputs(exp: Experiment, state, split: splits_lib.Split,
+def model_outputs(exp: Experiment, state, split: splits_lib.Split,
              desc: str) -> dict[str, Any]:
   """The forget set's logit-scaled confidences, RA and TA of one model."""
   dataset = exp.dataset
@@ -93,7 +93,7 @@ def _retrained(exp: Experiment, split: splits_lib.Split, retrained,
     multiseed.train_jobs(jobs, exp.mesh, desc='forgetting quality')
   states = [retrained] + [classifiers.train_job(exp, job)[0] for job in jobs]
   seconds = time.perf_counter() - start
-  outputs = [_outputs(exp, state, split, f'eval retrain {i}')
+  outputs = [model_outputs(exp, state, split, f'eval retrain {i}')
              for i, state in enumerate(states)]
   return outputs, {'seconds': seconds, 'vmapped': vmapped,
                    'checkpoints': [job.directory for job in jobs]}
@@ -107,7 +107,7 @@ def _unlearned(exp: Experiment, split: splits_lib.Split, original, unlearned,
   a digest of what they depend on (method and guard settings, split,
   original model) and the run's seed, and reused by a resumed run.
   """
-  outputs = [_outputs(exp, unlearned, split, 'eval unlearned 0')]
+  outputs = [model_outputs(exp, unlearned, split, 'eval unlearned 0')]
   seconds = 0.0
   key = atomic_files.content_key(
       [json.loads(exp.config.method.to_json()),
@@ -128,11 +128,59 @@ def _unlearned(exp: Experiment, split: splits_lib.Split, original, unlearned,
     run = Experiment(config, exp.dataset, exp.mesh)
     state, info, _ = unlearning.unlearn(run, original, split)
     seconds += info['seconds']
-    out = _outputs(run, state, split, f'eval unlearned {i}')
+    out = model_outputs(run, state, split, f'eval unlearned {i}')
     if parallel.is_main_process():  # Process 0 writes the run's files.
       atomic_files.write_npz(path, out)  # Complete, or absent.
     outputs.append(out)
   return outputs, seconds
+
+
+def _models(exp: Experiment, kind: str, split: splits_lib.Split,
+            indices) -> list[dict[str, Any]]:
+  """Outputs of the `kind` models (original: all data; retrain: the split's
+  retain set) of the given model indices, trained or reused."""
+  images, labels = exp.dataset.train_images, exp.dataset.train_labels
+  if kind == 'original':
+    data, tag = (images, labels), ('all', 'all')
+  else:
+    data = (images[split.retain], labels[split.retain])
+    tag = (split.name, split.train_digest())
+  out = []
+  for i in indices:
+    state, _ = classifiers.train_job(exp, classifiers.classifier_job(
+        exp, kind, *data, tag, model_index=i))
+    out.append(model_outputs(exp, state, split, f'eval {kind} {i}'))
+  return out
+
+
+def reference_rows(exp: Experiment, split: splits_lib.Split,
+                   counts=(4, 8)) -> list[dict[str, Any]]:
+  """F's ceiling and floor on real models, for each N in `counts`.
+
+  The ceiling: N retrain models scored against N others (held out: trained
+  from other seeds on the same retain set), what a perfect method would
+  get at this N. The floor: N original models (all data, their own seeds)
+  against N retrain models, what doing nothing gets. Trains (or reuses,
+  like every checkpoint) 2 max(counts) retrain and max(counts) original
+  models.
+
+  Returns:
+    [{'models': N, 'retrain_vs_retrain': F, 'original_vs_retrain': F}].
+  """
+  most = max(counts)
+  retrained = _models(exp, 'retrain', split, range(2 * most))
+  originals = _models(exp, 'original', split, range(most))
+  stack = lambda outs: np.stack([o['confidence'] for o in outs])
+  rows = []
+  for n in counts:
+    held_out = retrained[most:most + n]
+    rows.append({
+        'models': n,
+        'retrain_vs_retrain': float(challenge.forgetting_quality(
+            stack(held_out), stack(retrained[:n])).score),
+        'original_vs_retrain': float(challenge.forgetting_quality(
+            stack(originals[:n]), stack(retrained[:n])).score)})
+  return rows
 
 
 def measure(exp: Experiment, split: splits_lib.Split, original, retrained,

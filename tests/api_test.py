@@ -183,6 +183,21 @@ class BadInputTest(absltest.TestCase):
     self.assertTrue(message.startswith(f'{argument}:'), message)
     return message
 
+  def test_a_config_with_its_table_gives_the_methods_section(self):
+    # default.get_config() holds SalUn's section and every method's table.
+    from configs import default  # pylint: disable=g-import-not-at-top
+    config = default.get_config()
+    checked = api._checked_config(config, 'RL', 'class_wise')
+    self.assertEqual((checked.method.name, checked.method.mode),
+                     ('random_label', 'class_wise'))
+    self.assertNotIn('method_configs', checked)
+    self.assertIn('method_configs', config)  # The caller's is untouched.
+    del config.method_configs
+    with self.assertRaisesRegex(api.InputError, "^config: .*'salun'"):
+      api._checked_config(config, 'scrub', 'random')
+    with self.assertRaisesRegex(api.InputError, '^method: unknown'):
+      api._checked_config(None, 'no_such_method', 'random')
+
   def test_wrong_shapes_and_dtypes(self):
     x, y = self.data['forget']
     self._refused('forget', forget=(x[..., 0], y))  # [N, H, W]: no channel.

@@ -8,6 +8,7 @@ from absl.testing import absltest
 
 from mu_jax import classifiers
 from mu_jax import errors
+from mu_jax import experiment
 from mu_jax import forgetting_quality
 from mu_jax import pipeline
 from mu_jax import unlearning
@@ -51,6 +52,29 @@ class ForgettingQualityRunTest(absltest.TestCase):
       self.assertLen(calls, 1)
       self.assertEqual(again['forgetting_quality']['forgetting_quality'],
                        quality['forgetting_quality'])
+
+  def test_reference_rows_reuse_the_runs_retrain_models(self):
+    with tempfile.TemporaryDirectory() as tmp:
+      config = test_util.smoke_config(tmp)
+      dataset, mesh = experiment.setup(config)
+      split = experiment.make_split(config, dataset)
+      exp = experiment.Experiment(config, dataset, mesh)
+      rows = forgetting_quality.reference_rows(exp, split, counts=(2,))
+      self.assertEqual([r['models'] for r in rows], [2])
+      for key in ('retrain_vs_retrain', 'original_vs_retrain'):
+        self.assertBetween(rows[0][key], 0.0, 1.0)
+      # 4 retrain models (the run's and 3 of their own seeds) and 2
+      # originals, each in a checkpoint folder; a second call trains none.
+      folders = os.listdir(f'{tmp}/checkpoints')
+      self.assertLen([f for f in folders if '_all_' in f], 2)
+      self.assertLen([f for f in folders if '_random' in f], 4)
+      with mock.patch.object(classifiers, 'train_or_reuse',
+                             wraps=classifiers.train_or_reuse) as spy:
+        again = forgetting_quality.reference_rows(exp, split, counts=(2,))
+      self.assertEqual(again, rows)
+      self.assertEqual(sorted(os.listdir(f'{tmp}/checkpoints')),
+                       sorted(folders))
+      self.assertEqual(spy.call_count, 6)  # Each one restored, none new.
 
   def test_model_seeds_are_distinct_and_model_zero_is_the_run(self):
     seeds = {classifiers.model_seed(0, i) for i in range(8)}
