@@ -583,23 +583,9 @@ def main(argv):
     if not parallel.peer_failure(e):
       raise
     _fail(_other_process_failed(e), wait_for_others=False)
-  if unmet(result, config):
+  from mu_jax import guard  # pylint: disable=g-import-not-at-top
+  if guard.unmet(result, config):
     _exit(EXIT_NOT_FORGOTTEN)
-
-
-def unmet(result, config) -> bool:
-  """Whether a finished run did not forget and must say so by its status.
-
-  A single experiment whose guard rails ended short of the target or kept
-  the original model (`guard.outcome`), unless
-  `--config.guard.allow_unmet=True`. The suite and the tuner mark such
-  cells in their tables instead.
-  """
-  if 'suite' in config or 'tune' in config:
-    return False  # Their 'guard' lists the cells in which it acted.
-  guard = result.get('guard') or {}
-  return (guard.get('outcome') in ('not_forgotten', 'kept_original')
-          and not config.guard.get('allow_unmet', False))
 
 
 class _WatchedStdout:

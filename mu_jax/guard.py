@@ -119,6 +119,22 @@ OUTCOME_NOT_FORGOTTEN = 'not_forgotten'  # A better model, short of it.
 OUTCOME_KEPT_ORIGINAL = 'kept_original'  # Nothing improved on the original.
 UNMET = (OUTCOME_NOT_FORGOTTEN, OUTCOME_KEPT_ORIGINAL)
 
+
+def unmet(result: Mapping[str, Any], config) -> bool:
+  """Whether a finished run did not forget and must say so by its status.
+
+  A single experiment's report whose guard rails ended short of the target
+  or kept the original model (`guard.outcome`), unless
+  `--config.guard.allow_unmet=True`: the CLI then exits with status 3. A
+  suite's or tuner's report lists, under 'guard', the cells in which the
+  guard acted; their tables mark the cells short of the target instead.
+  """
+  if 'suite' in config or 'tune' in config:
+    return False
+  guard = result.get('guard') or {}
+  return (guard.get('outcome') in UNMET
+          and not config.guard.get('allow_unmet', False))
+
 # An attempt that covered less than this share of the way to the target
 # barely moved: the next one steps up by lr_factor squared, not lr_factor,
 # and it is not lengthened (a saturated softmax: NegGrad+ on a confident

@@ -129,22 +129,24 @@ class EventLogTest(absltest.TestCase):
 class ExitStatusTest(absltest.TestCase):
 
   def test_only_a_single_run_short_of_the_target_exits_3(self):
+    # guard.unmet, not through mu_jax.cli: importing the CLI defines its
+    # absl flags, which other test modules' flags would clash with.
     from configs import suite as suite_config  # pylint: disable=g-import-not-at-top
-    from mu_jax import cli  # pylint: disable=g-import-not-at-top
+    from mu_jax import guard  # pylint: disable=g-import-not-at-top
     config = test_util.smoke_config('/unused')
     config.guard.allow_unmet = False
     for outcome, expected in (('forgotten', False), ('not_forgotten', True),
                               ('kept_original', True)):
-      self.assertEqual(cli.unmet({'guard': {'outcome': outcome}}, config),
+      self.assertEqual(guard.unmet({'guard': {'outcome': outcome}}, config),
                        expected, outcome)
     config.guard.allow_unmet = True
-    self.assertFalse(cli.unmet({'guard': {'outcome': 'kept_original'}},
+    self.assertFalse(guard.unmet({'guard': {'outcome': 'kept_original'}},
                                config))
     # A suite's 'guard' lists the cells in which the guard acted; its
     # tables mark the cells short of the target.
     suite = suite_config.get_config('smoke')
     suite.guard.allow_unmet = False
-    self.assertFalse(cli.unmet({'guard': [{'model': 'finetune', 'seed': 0,
+    self.assertFalse(guard.unmet({'guard': [{'model': 'finetune', 'seed': 0,
                                            'mode': 'random'}]}, suite))
 
 
