@@ -524,8 +524,7 @@ def epoch_row(settings, dataset, mesh, dtype, workdir) -> dict[str, Any]:
   experiment.check_config(config)
   exp = experiment.Experiment(config, dataset, mesh)
   start = time.perf_counter()
-  job = classifiers.classifier_job(exp, 'original', dataset.train_images,
-                                dataset.train_labels, ('all', 'all'))
+  job = classifiers.classifier_job(exp, 'original')
   jax.block_until_ready(job.template)
   init = time.perf_counter() - start
   steps = sum(n for _, n in job.method.plan(0))

@@ -162,11 +162,13 @@ def _pair(name: str, pair) -> tuple[np.ndarray, np.ndarray]:
   return images, labels.astype(np.int32)
 
 
-def _num_classes(model, keyword, variables, images: np.ndarray) -> int:
-  """The model's class count, from its output on one image."""
+def _probe(model, keyword, variables,
+           images: np.ndarray) -> tuple[int, bool]:
+  """(the model's class count, whether it returns features), from its
+  output on one image."""
   try:
-    out, _ = _Classifier(model, keyword).apply(_nest(variables), images[:1],
-                                               train=False)
+    out, features = _Classifier(model, keyword).apply(
+        _nest(variables), images[:1], train=False)
   except Exception as e:  # pylint: disable=broad-except
     raise InputError(f'model: applying it to one image of shape '
                      f'{images.shape[1:]} with these variables failed: '
@@ -176,7 +178,7 @@ def _num_classes(model, keyword, variables, images: np.ndarray) -> int:
         f'model: its output must be logits [N, classes] (or a pair '
         f'(logits, features)), got shape {getattr(out, "shape", None)} for '
         'N = 1')
-  return int(out.shape[1])
+  return int(out.shape[1]), features is not None
 
 
 def _check_labels(name: str, labels: np.ndarray, num_classes: int):
@@ -335,7 +337,8 @@ def unlearn(model: nn.Module, variables: Mapping[str, PyTree], *,
   if len(set(shapes.values())) > 1:
     raise InputError(f'val: images of forget, retain and val must have one '
                      f'shape, got {shapes}')
-  num_classes = _num_classes(model, keyword, variables, pairs['val'][0])
+  num_classes, has_features = _probe(model, keyword, variables,
+                                     pairs['val'][0])
   for name, (_, labels) in pairs.items():
     _check_labels(name, labels, num_classes)
   (xf, yf), (xr, yr), (xv, yv) = pairs.values()
@@ -347,13 +350,10 @@ def unlearn(model: nn.Module, variables: Mapping[str, PyTree], *,
       raise InputError(
           f'retain: it has examples of classes {forget_classes}, which '
           'class_wise mode forgets whole; drop them or use mode random')
-  if config.method.loss_weight:
-    _, features = _Classifier(model, keyword).apply(
-        _nest(variables), xv[:1], train=False)
-    if features is None:
-      raise InputError(
-          'model: the self-supervised term (loss_weight > 0) needs features: '
-          'make __call__ return (logits, penultimate features)')
+  if config.method.loss_weight and not has_features:
+    raise InputError(
+        'model: the self-supervised term (loss_weight > 0) needs features: '
+        'make __call__ return (logits, penultimate features)')
 
   mesh = parallel.make_mesh(config.mesh.num_devices)
   for what in ('method', 'eval', 'train'):
@@ -435,7 +435,7 @@ def evaluate(model: nn.Module, variables: Mapping[str, PyTree], *,
   pairs = {name: _pair(name, pair) for name, pair in
            (('forget', forget), ('retain', retain), ('test', test))}
   (xf, yf), (xr, yr), (xt, yt) = pairs.values()
-  num_classes = _num_classes(model, keyword, variables, xt)
+  num_classes, _ = _probe(model, keyword, variables, xt)
   for name, (_, labels) in pairs.items():
     _check_labels(name, labels, num_classes)
   mesh = parallel.make_mesh()

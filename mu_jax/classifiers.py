@@ -110,22 +110,30 @@ def model_seed(seed: int, model_index: int) -> int:
              % 2**31)
 
 
-def classifier_job(exp: Experiment, kind: str, images, labels,
-                   split_tag: tuple[str, str],
+def classifier_job(exp: Experiment, kind: str,
+                   split: splits_lib.Split | None = None,
                    model_index: int = 0) -> TrainingJob:
   """Describes the original model (all data) or the retrain model.
 
+  The one place that says what each kind trains on, and so which checkpoint
+  folder holds it: every caller (the run, the suite, forgetting quality,
+  the benchmarks) finds the same models.
+
   Args:
     exp: the experiment; its config gives the recipe (`config.train`).
-    kind: 'original' or 'retrain'.
-    images: uint8 [N, H, W, C] training images.
-    labels: int [N] labels.
-    split_tag: (name, digest) of the training data: ('all', 'all') or the
-      split's; the name goes into the checkpoint folder's name.
+    kind: 'original' (the whole train set, folder tag 'all') or 'retrain'
+      (`split.retain`, tagged with the split's name and train digest).
+    split: the forget / retain split; needed for 'retrain' only.
     model_index: 0 for the run's model; k > 0 for another model of the same
       data and recipe, trained from its own seed (`model_seed`) into a
       folder of its own.
   """
+  images, labels = exp.dataset.train_images, exp.dataset.train_labels
+  if kind == 'original':
+    split_tag = ('all', 'all')
+  else:
+    images, labels = images[split.retain], labels[split.retain]
+    split_tag = (split.name, split.train_digest())
   config = exp.config
   seed = model_seed(config.seed, model_index)
   data = {'retain': host_batches.split_data(images, labels)}
@@ -160,10 +168,9 @@ def train_job(exp: Experiment, job: TrainingJob):
                         exp.config.train.augment, seed=job.seed)
 
 
-def _train_classifier(exp: Experiment, kind: str, images, labels,
-                      split_tag: tuple[str, str]):
+def _train_classifier(exp: Experiment, kind: str, split: splits_lib.Split):
   """Trains or reuses the original (or `--config.init_from`) or retrain."""
-  job = classifier_job(exp, kind, images, labels, split_tag)
+  job = classifier_job(exp, kind, split)
   if kind == 'original' and exp.config.init_from:
     return _restore_given(exp, job.template, exp.config.init_from)
   return train_job(exp, job)
@@ -176,12 +183,8 @@ def train_classifiers(exp: Experiment, split: splits_lib.Split):
     (original, original_info, retrained, retrain_info); an info dict holds
     'seconds', 'reused', 'checkpoint' and 'history'.
   """
-  images, labels = exp.dataset.train_images, exp.dataset.train_labels
-  original, original_info = _train_classifier(
-      exp, 'original', images, labels, ('all', 'all'))
-  retrained, retrain_info = _train_classifier(
-      exp, 'retrain', images[split.retain], labels[split.retain],
-      (split.name, split.train_digest()))
+  original, original_info = _train_classifier(exp, 'original', split)
+  retrained, retrain_info = _train_classifier(exp, 'retrain', split)
   return original, original_info, retrained, retrain_info
 
 

@@ -82,10 +82,7 @@ def model_outputs(exp: Experiment, state, split: splits_lib.Split,
 def _retrained(exp: Experiment, split: splits_lib.Split, retrained,
                count: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
   """Outputs of `count` retrain models: the run's and count - 1 more."""
-  images, labels = exp.dataset.train_images, exp.dataset.train_labels
-  jobs = [classifiers.classifier_job(
-      exp, 'retrain', images[split.retain], labels[split.retain],
-      (split.name, split.train_digest()), model_index=i)
+  jobs = [classifiers.classifier_job(exp, 'retrain', split, model_index=i)
           for i in range(1, count)]
   start = time.perf_counter()
   vmapped = _vmapped(exp.config.eval.forgetting_quality_vmap)
@@ -137,18 +134,12 @@ def _unlearned(exp: Experiment, split: splits_lib.Split, original, unlearned,
 
 def _models(exp: Experiment, kind: str, split: splits_lib.Split,
             indices) -> list[dict[str, Any]]:
-  """Outputs of the `kind` models (original: all data; retrain: the split's
-  retain set) of the given model indices, trained or reused."""
-  images, labels = exp.dataset.train_images, exp.dataset.train_labels
-  if kind == 'original':
-    data, tag = (images, labels), ('all', 'all')
-  else:
-    data = (images[split.retain], labels[split.retain])
-    tag = (split.name, split.train_digest())
+  """Outputs of the `kind` models (`classifiers.classifier_job`) of the
+  given model indices, trained or reused."""
   out = []
   for i in indices:
     state, _ = classifiers.train_job(exp, classifiers.classifier_job(
-        exp, kind, *data, tag, model_index=i))
+        exp, kind, split, model_index=i))
     out.append(model_outputs(exp, state, split, f'eval {kind} {i}'))
   return out
 

@@ -245,14 +245,9 @@ class _Suite:
           continue
         config = self.cell_config(mode, seed)
         exp = experiment.Experiment(config, self.dataset, self.mesh)
-        images = self.dataset.train_images
-        labels = self.dataset.train_labels
         if not config.init_from:
-          jobs.append(classifiers.classifier_job(exp, 'original', images,
-                                                 labels, ('all', 'all')))
-        jobs.append(classifiers.classifier_job(
-            exp, 'retrain', images[split.retain], labels[split.retain],
-            (split.name, split.train_digest())))
+          jobs.append(classifiers.classifier_job(exp, 'original'))
+        jobs.append(classifiers.classifier_job(exp, 'retrain', split))
     if jobs:
       start = time.perf_counter()
       self.models.update(multiseed.train_jobs(jobs, self.mesh, desc='suite'))

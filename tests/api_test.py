@@ -235,6 +235,15 @@ class BadInputTest(absltest.TestCase):
     with self.assertRaisesRegex(api.InputError, r'^model: .*\[N, classes\]'):
       mu_jax.unlearn(model, variables, **self.data)
 
+  def test_self_supervised_term_without_features(self):
+    # The README's model returns logits only: no hook for the term.
+    config = small_config('bad_teaching', 'random')
+    config.method.loss_weight = 0.5
+    with self.assertRaisesRegex(api.InputError,
+                                r'^model: the self-supervised term'):
+      mu_jax.unlearn(self.ns['model'], self.ns['variables'],
+                     method='bad_teaching', config=config, **self.data)
+
   def test_forget_overlapping_val(self):
     x, y = self.data['forget']
     xv, yv = self.data['val']

@@ -55,15 +55,9 @@ def _experiments(tmp: str, model: str = 'cnn', seeds=_SEEDS):
 def _jobs(experiments, kind: str):
   jobs = []
   for exp in experiments:
-    images, labels = exp.dataset.train_images, exp.dataset.train_labels
-    if kind == 'original':
-      jobs.append(classifiers.classifier_job(exp, kind, images, labels,
-                                          ('all', 'all')))
-    else:
-      split = experiment.make_split(exp.config, exp.dataset)
-      jobs.append(classifiers.classifier_job(
-          exp, kind, images[split.retain], labels[split.retain],
-          (split.name, split.train_digest())))
+    split = (experiment.make_split(exp.config, exp.dataset)
+             if kind == 'retrain' else None)
+    jobs.append(classifiers.classifier_job(exp, kind, split))
   return jobs
 
 

@@ -69,12 +69,8 @@ def main(argv):
     start = time.perf_counter()
     jobs = []
     for exp, split in experiments(f'{tmp}/vmapped'):
-      images, labels = dataset.train_images, dataset.train_labels
-      jobs += [classifiers.classifier_job(exp, 'original', images, labels,
-                                       ('all', 'all')),
-               classifiers.classifier_job(
-                   exp, 'retrain', images[split.retain], labels[split.retain],
-                   (split.name, split.train_digest()))]
+      jobs += [classifiers.classifier_job(exp, 'original'),
+               classifiers.classifier_job(exp, 'retrain', split)]
     infos = multiseed.train_jobs(jobs, mesh, desc='bench')
     vmapped = time.perf_counter() - start
     vmapped_compile = sum({i['group_seconds']: i['compile_seconds']
