@@ -37,6 +37,7 @@ models, which here are yours.
 import dataclasses
 import hashlib
 import inspect
+import os
 import shutil
 import tempfile
 from typing import Any, Mapping
@@ -239,12 +240,31 @@ def _variables(state: state_lib.TrainState) -> dict[str, PyTree]:
                                  **state.model_state}))
 
 
+def _check_shipped_configs(module) -> None:
+  """Raises InputError if `module` (configs.default) is not mu_jax's own."""
+  shipped = os.path.join(
+      os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
+  found = os.path.dirname(os.path.abspath(module.__file__))
+  if os.path.realpath(found) != os.path.realpath(shipped):
+    raise InputError(
+        f"config: the package 'configs' imported from {found} is not "
+        f"mu_jax's ({shipped}); rename your own 'configs' package or pass "
+        'config= yourself')
+
+
 def default_config(method: str = 'salun',
                    mode: str = 'random') -> ml_collections.ConfigDict:
   """The config `unlearn` uses when given none: configs/default.py's, with
   `method`'s defaults for `mode` (configs/<method>.py) from its table of
-  sections, which is then dropped, as the CLI does."""
+  sections, which is then dropped, as the CLI does.
+
+  The one place the library reads `configs/`: the defaults are data that
+  ship beside the `mu_jax` package, and the rest of the library takes its
+  config from the caller. A caller's own top-level `configs` package would
+  shadow them, so the import is checked to be the one installed with mu_jax.
+  """
   from configs import default  # pylint: disable=g-import-not-at-top
+  _check_shipped_configs(default)
   config = default.get_config()
   config.split.mode = splits_lib.canonical_mode(mode)
   config.method = methods.section(config, method, config.split.mode)

@@ -252,6 +252,27 @@ class BadInputTest(absltest.TestCase):
     self.assertIn('3 of its images are also in forget', message)
 
 
+class DefaultConfigTest(absltest.TestCase):
+  """`default_config` reads the configs/ shipped beside mu_jax, never a
+  caller's own top-level `configs` package that happens to shadow it."""
+
+  def test_shipped_configs_are_accepted(self):
+    from configs import default  # pylint: disable=g-import-not-at-top
+    api._check_shipped_configs(default)
+    self.assertEqual(api.default_config('scrub', 'classwise').method.name,
+                     'scrub')
+
+  def test_a_shadowing_configs_package_is_refused(self):
+    with tempfile.TemporaryDirectory() as tmp:
+      os.makedirs(f'{tmp}/configs')
+      shadow = type(os)('configs.default')
+      shadow.__file__ = f'{tmp}/configs/default.py'
+      with self.assertRaisesRegex(api.InputError,
+                                  r"^config: the package 'configs' imported "
+                                  r".* is not mu_jax's"):
+        api._check_shipped_configs(shadow)
+
+
 class SaveVariablesTest(absltest.TestCase):
 
   def test_round_trip_is_bit_identical(self):
