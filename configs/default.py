@@ -206,7 +206,10 @@ def guard_section() -> ml_collections.ConfigDict:
   # All attempts and checks together cost at most this fraction of the
   # retrain's optimizer steps (0 = no budget: max_attempts alone limits).
   config.budget = 0.25
-  config.max_attempts = 6  # Runs of the method, the first included.
+  # ... or this many optimizer steps where that is more: on a small dataset
+  # a quarter of a retrain is less than one attempt and its checks.
+  config.min_budget_steps = 100
+  config.max_attempts = 8  # Runs of the method, the first included.
   config.lr_factor = 2.0  # Step-size change between attempts.
   # An attempt of fewer optimizer steps that forgot too little is run again
   # twice as long (before its step size is raised).

@@ -64,7 +64,8 @@ one compiled program per knob setting (the
 learning rate is optimizer state, `optim.lr_scale`).
 
 The search stops within a budget: all attempts and checks together may cost
-at most `budget` times the optimizer steps of retraining (a check costs its
+at most `budget` times the optimizer steps of retraining, or
+`min_budget_steps` where that is more (a small dataset; a check costs its
 forward passes, a third of a training step per image). The first attempt
 always runs; a later one only if it fits, and at most `max_attempts` in all.
 
@@ -146,6 +147,20 @@ _MOVED = 0.1
 FORWARD_SHARE = 1.0 / 3.0
 
 
+def budget_steps(config: ml_collections.ConfigDict,
+                 retrain_steps: int) -> float | None:
+  """The optimizer steps all attempts and checks may cost: `budget` times
+  the retrain's, but at least `min_budget_steps` (None: no budget).
+
+  The floor is for small datasets, where a quarter of a retrain is a few
+  dozen steps, less than one attempt and its checks, and the steps it adds
+  cost seconds.
+  """
+  if not config.budget:
+    return None
+  return max(config.budget * retrain_steps, float(config.min_budget_steps))
+
+
 def check_config(config: ml_collections.ConfigDict):
   """Raises a ConfigError for guard settings out of range (NaN included)."""
 
@@ -170,7 +185,7 @@ def check_config(config: ml_collections.ConfigDict):
     if number(name) < 1:
       bad(name, config[name], '>= 1')
   for name in ('max_retain_drop', 'max_val_drop', 'noise_z', 'target_z',
-               'budget', 'min_steps'):
+               'budget', 'min_budget_steps', 'min_steps'):
     if number(name) < 0:
       bad(name, config[name], '>= 0')
   if not 0.0 < number('check_share') <= 1.0:

@@ -160,8 +160,7 @@ def run_method(exp: Experiment, original, data, split: splits_lib.Split,
   outcome = guard.run(
       guard_config, split.mode, probe, original, run_attempt,
       epochs=config.epochs, plan=plan,
-      budget_steps=(guard_config.budget * retrain_steps
-                    if guard_config.budget else None),
+      budget_steps=guard.budget_steps(guard_config, retrain_steps),
       check_steps=(probe.examples * guard.FORWARD_SHARE
                    / train_config.batch_size))
   outcome.report['budget']['retrain_steps'] = retrain_steps

@@ -374,6 +374,13 @@ class RunTest(absltest.TestCase):
          run_attempt, budget_steps=1.0, check_steps=2.0)
     self.assertEqual(scales, [1.0])
 
+  def test_budget_is_a_share_of_the_retrain_with_a_floor(self):
+    config = _config(budget=0.25, min_budget_steps=100)
+    self.assertEqual(guard.budget_steps(config, 1000), 250.0)
+    # A small dataset: a quarter of 160 steps is 40, raised to the floor.
+    self.assertEqual(guard.budget_steps(config, 160), 100.0)
+    self.assertIsNone(guard.budget_steps(_config(budget=0.0), 1000))
+
   def test_checks_are_spaced_by_their_cost(self):
     original, run_attempt, _ = _setup()
     # A check costs 1 step; at most half the steps: 2 apart, so all four

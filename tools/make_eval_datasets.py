@@ -4,8 +4,8 @@ r"""Writes the evaluation grid's own datasets as npz files mu_jax can load.
   python main.py --config.data.path=runs/data/photo_tiles.npz \
       --config.data.source=npz --config.data.name=photo_tiles
 
-Two small real-image datasets on which nothing in mu_jax was tuned
-(tools/robustness.py's evaluation grid, docs/RESULTS.md):
+Three small real-image datasets on which nothing in mu_jax was tuned
+(tools/robustness.py's evaluation grids, docs/RESULTS.md):
 
 * `photo_tiles.npz`: colour, built here. Ten photographs that the
   scikit-image wheel ships (`skimage/data/`: astronaut, chelsea, coffee,
@@ -15,6 +15,11 @@ Two small real-image datasets on which nothing in mu_jax was tuned
   below 2, e.g. the black border of the retina) are dropped, and 500 tiles
   per class are drawn with a seeded generator: 320 train, 80 test, so a test
   tile never shares a pixel with a train tile.
+* `gray_textures.npz`: grayscale, built the same way from ten other
+  photographs of the wheel, nine grayscale and one colour one turned gray
+  (brick, camera, cell, motorcycle_right, coins, grass, gravel, moon, page,
+  text), 12 x 12 tiles, 300 per class: 240 train, 60 test (2,400 / 600). Made for the second evaluation grid, after the first
+  had been looked at.
 * `sklearn_digits.npz`: the 1,797 8 x 8 handwritten digits that the
   scikit-learn wheel ships (`sklearn/datasets/data/digits.csv.gz`, values
   0-16, scaled to 0-255), split stratified into 1,437 train / 360 test.
@@ -52,6 +57,10 @@ _PHOTOS = ('astronaut.png', 'chelsea.png', 'coffee.png', 'color.png',
            'hubble_deep_field.jpg', 'ihc.png', 'motorcycle_left.png',
            'retina.jpg', 'rocket.jpg', 'logo.png')
 _TILE = 16
+# The second tiled set: grayscale photographs, 12 x 12 tiles.
+_GRAY_PHOTOS = ('brick.png', 'camera.png', 'cell.png', 'motorcycle_right.png',
+                'coins.png', 'grass.png', 'gravel.png', 'moon.png', 'page.png',
+                'text.png')
 _TILES_PER_CLASS = 400
 _TEST_PER_CLASS = 80
 
@@ -77,29 +86,45 @@ def _split(images, labels, test_per_class: int, rng):
           'test_images': images[test], 'test_labels': labels[test]}
 
 
-def photo_tiles(wheel: str, seed: int) -> dict[str, np.ndarray]:
+def _tiles(wheel: str, photos, *, tile: int, per_class: int,
+           test_per_class: int, colour: bool,
+           seed: int) -> dict[str, np.ndarray]:
+  """`per_class` non-overlapping tile x tile tiles of each photograph; a
+  tile's class is its photograph."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(seed)
   images, labels = [], []
+  channels = 3 if colour else 1
   with zipfile.ZipFile(wheel) as archive:
-    for label, name in enumerate(_PHOTOS):
+    for label, name in enumerate(photos):
       photo = Image.open(io.BytesIO(archive.read(f'skimage/data/{name}')))
       if photo.mode == 'RGBA':  # The logo: onto white, as it is shown.
         background = Image.new('RGBA', photo.size, (255, 255, 255, 255))
         photo = Image.alpha_composite(background, photo)
-      pixels = np.asarray(photo.convert('RGB'))
-      rows, cols = pixels.shape[0] // _TILE, pixels.shape[1] // _TILE
-      tiles = pixels[:rows * _TILE, :cols * _TILE].reshape(
-          rows, _TILE, cols, _TILE, 3).swapaxes(1, 2).reshape(
-              -1, _TILE, _TILE, 3)
+      pixels = np.asarray(photo.convert('RGB' if colour else 'L')).reshape(
+          photo.size[1], photo.size[0], channels)
+      rows, cols = pixels.shape[0] // tile, pixels.shape[1] // tile
+      tiles = pixels[:rows * tile, :cols * tile].reshape(
+          rows, tile, cols, tile, channels).swapaxes(1, 2).reshape(
+              -1, tile, tile, channels)
       tiles = tiles[tiles.reshape(len(tiles), -1).std(axis=1) >= 2.0]
-      if len(tiles) < _TILES_PER_CLASS:
+      if len(tiles) < per_class:
         raise SystemExit(f'{name}: only {len(tiles)} tiles')
-      images.append(tiles[rng.permutation(len(tiles))[:_TILES_PER_CLASS]])
-      labels.append(np.full(_TILES_PER_CLASS, label, np.int32))
+      images.append(tiles[rng.permutation(len(tiles))[:per_class]])
+      labels.append(np.full(per_class, label, np.int32))
   # Train and test tiles are distinct tiles: no shared pixels.
   return _split(np.concatenate(images), np.concatenate(labels),
-                _TEST_PER_CLASS, rng)
+                test_per_class, rng)
+
+
+def photo_tiles(wheel: str, seed: int) -> dict[str, np.ndarray]:
+  return _tiles(wheel, _PHOTOS, tile=_TILE, per_class=_TILES_PER_CLASS,
+                test_per_class=_TEST_PER_CLASS, colour=True, seed=seed)
+
+
+def gray_textures(wheel: str, seed: int) -> dict[str, np.ndarray]:
+  return _tiles(wheel, _GRAY_PHOTOS, tile=12, per_class=300,
+                test_per_class=60, colour=False, seed=seed)
 
 
 def sklearn_digits(wheel: str, seed: int) -> dict[str, np.ndarray]:
@@ -118,10 +143,11 @@ def main(argv):
                          'runs/data')
   out, seed = argv[1], _SEED.value
   with tempfile.TemporaryDirectory() as tmp:
+    skimage_wheel = _wheel(_SKIMAGE_WHEEL.value, 'scikit-image==0.26.0',
+                           'scikit_image-*.whl', tmp)
     made = {
-        'photo_tiles': photo_tiles(_wheel(
-            _SKIMAGE_WHEEL.value, 'scikit-image==0.26.0',
-            'scikit_image-*.whl', tmp), seed),
+        'photo_tiles': photo_tiles(skimage_wheel, seed),
+        'gray_textures': gray_textures(skimage_wheel, seed),
         'sklearn_digits': sklearn_digits(_wheel(
             _SKLEARN_WHEEL.value, 'scikit-learn==1.9.1',
             'scikit_learn-*.whl', tmp), seed)}
