@@ -1,0 +1,94 @@
+"""tools/robustness.py without running a grid: its replicates, its interval
+and its tables over replicates, on stored cells written here."""
+
+import importlib.util
+import json
+import os
+import tempfile
+
+from absl.testing import absltest
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _robustness():
+  spec = importlib.util.spec_from_file_location(
+      'robustness_tool', os.path.join(_ROOT, 'tools', 'robustness.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _cell(setting, guard_on, test_acc, avg_gap, *, outcome='forgotten',
+          original_test_acc=90.0, original_gap=5.0):
+  """A stored random-mode cell of the shape run_setting writes."""
+  base = {'original': {'unlearn_acc': 1.0, 'retain_acc': 99.0,
+                       'test_acc': original_test_acc, 'mia_efficacy': 2.0,
+                       'avg_gap': original_gap},
+          'retrain': {'unlearn_acc': 10.0, 'retain_acc': 99.0,
+                      'test_acc': 90.0, 'mia_efficacy': 12.0,
+                      'avg_gap': 0.0}}
+  return {'status': 'ok', 'setting': setting, 'method': 'salun',
+          'guard_on': guard_on, 'tag': '', 'set': [],
+          'metrics': {'unlearn_acc': 8.0, 'retain_acc': 95.0,
+                      'test_acc': test_acc, 'mia_efficacy': 10.0,
+                      'avg_gap': avg_gap},
+          'seconds': 1.0, 'base': base,
+          'split': {'name': 'random1000', 'mode': 'random'},
+          'base_seconds': {'original': 1.0, 'retrain': 1.0},
+          'guard': {'outcome': outcome} if guard_on else None}
+
+
+class ReplicatesTest(absltest.TestCase):
+
+  def test_replicates_are_named_settings_with_their_seed_offset(self):
+    robustness = _robustness()
+    args = robustness.parse_args(['--settings', 'tiles_class2,skdigits_class8',
+                                  '--replicates', '2'])
+    self.assertEqual(args.settings, ['tiles_class2', 'tiles_class2~r1',
+                                     'skdigits_class8', 'skdigits_class8~r1'])
+    self.assertEqual(robustness._replicate('tiles_class2~r1'),
+                     ('tiles_class2', 1))
+    self.assertEqual(robustness._replicate('tiles_class2'), ('tiles_class2', 0))
+
+  def test_wilson_interval(self):
+    wilson = _robustness()._wilson
+    # 36 of 40: p = 0.9, by hand (z = 1.96): centre 0.86495, half 0.09547.
+    low, high = wilson(36, 40)
+    self.assertAlmostEqual(low, 76.95, places=1)
+    self.assertAlmostEqual(high, 96.04, places=1)
+    self.assertEqual(wilson(8, 8)[1], 100.0)
+    self.assertEqual(wilson(0, 0), (0.0, 100.0))
+
+  def test_tables_give_means_over_replicates_and_the_silent_misses(self):
+    robustness = _robustness()
+    with tempfile.TemporaryDirectory() as out:
+      cells = {
+          'tiles_random10': [_cell('tiles_random10', True, 89.0, 3.0),
+                             _cell('tiles_random10', False, 85.0, 6.0)],
+          # A miss the guard did not flag: test accuracy down 4 points.
+          'tiles_random10~r1': [_cell('tiles_random10~r1', True, 86.0, 4.0),
+                                _cell('tiles_random10~r1', False, 88.0, 4.0)],
+      }
+      for name, stored in cells.items():
+        os.makedirs(os.path.join(out, 'cells', name))
+        for cell in stored:
+          path = os.path.join(out, 'cells', name, 'salun_{}.json'.format(
+              'guard' if cell['guard_on'] else 'plain'))
+          with open(path, 'w') as f:
+            json.dump(cell, f)
+      args = robustness.parse_args(['--out', out, '--settings',
+                                    'tiles_random10', '--replicates', '2',
+                                    '--methods', 'salun'])
+      text = robustness.tables(args)
+    self.assertIn('| tiles_random10 | salun | on | 2 | 8.00 ± 0.00 | '
+                  '-2.50 ± 2.12 | 3.50 ± 0.71 | 1/2 |', text)
+    self.assertIn('| tiles_random10 | salun | off | 2 | 8.00 ± 0.00 | '
+                  '-3.50 ± 2.12 | 5.00 ± 1.41 | 1/2 |', text)
+    self.assertIn('tiles_random10~r1 (TA-3,silent)', text)
+    self.assertIn('| all | on | 1/2 |', text)
+    self.assertIn('1 not flagged (silent)', text)
+
+
+if __name__ == '__main__':
+  absltest.main()
