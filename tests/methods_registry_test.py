@@ -5,7 +5,6 @@ by `--method` (its alias), the suite's default rows and labels, the tuner's
 grid (its knob), the benchmarks and the robustness tool.
 """
 
-import importlib.util
 import os
 import sys
 import tempfile
@@ -24,8 +23,8 @@ from mu_jax import suite_report
 from mu_jax import tune
 from mu_jax.methods import base
 from mu_jax.methods import finetune
+from tests import test_util
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _DUMMY_CONFIG = '''"""The dummy method's config file: fine-tuning's defaults."""
 
 from configs import default
@@ -39,11 +38,7 @@ def method(mode='random'):
 
 
 def _robustness():
-  spec = importlib.util.spec_from_file_location(
-      'robustness', os.path.join(_ROOT, 'tools', 'robustness.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return test_util.load_tool('robustness')
 
 
 class RegistryTest(absltest.TestCase):

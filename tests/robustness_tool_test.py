@@ -1,22 +1,17 @@
 """tools/robustness.py without running a grid: its replicates, its interval
 and its tables over replicates, on stored cells written here."""
 
-import importlib.util
 import json
 import os
 import tempfile
 
 from absl.testing import absltest
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import test_util
 
 
 def _robustness():
-  spec = importlib.util.spec_from_file_location(
-      'robustness_tool', os.path.join(_ROOT, 'tools', 'robustness.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return test_util.load_tool('robustness')
 
 
 def _cell(setting, guard_on, test_acc, avg_gap, *, outcome='forgotten',

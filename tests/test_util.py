@@ -1,8 +1,10 @@
 """Small shared helpers for the tests: tiny synthetic data and configs."""
 
 import glob
+import importlib.util
 import os
 import struct
+import types
 
 import ml_collections
 import numpy as np
@@ -57,3 +59,13 @@ def event_tags(directory: str) -> set[str]:
       event = event_pb2.Event.FromString(record)
       tags.update(value.tag for value in event.summary.value)
   return tags
+
+
+def load_tool(name: str) -> types.ModuleType:
+  """A fresh module of tools/<name>.py (a script, not a package module)."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  spec = importlib.util.spec_from_file_location(
+      f'tools_{name}', os.path.join(root, 'tools', f'{name}.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module

@@ -177,6 +177,11 @@ def _cell_path(args, setting, method, guard, tag):
   return os.path.join(args.out, 'cells', setting, name + '.json')
 
 
+# `--set model.<name>=` changes the model that the setting's original and
+# retrain models are and that every method unlearns.
+_MODEL_PREFIX = 'model.'
+
+
 def _cell_config(config, method, guard, overrides):
   """The method section and guard settings a cell runs with."""
   from configs import default  # pylint: disable=g-import-not-at-top
@@ -184,6 +189,8 @@ def _cell_config(config, method, guard, overrides):
   cell_config.method = default.method_config(method, config.split.mode)
   for item in overrides:
     path, _, value = item.partition('=')
+    if path.startswith(_MODEL_PREFIX):
+      continue  # Set on the setting's config: its models train with it.
     # `guard.<name>=` sets the guard's settings; anything else the method's.
     section = cell_config if path.startswith('guard.') else cell_config.method
     _set(section, path, _parse_value(value))
@@ -222,6 +229,10 @@ def run_setting(args, setting):
   name, replicate = _replicate(setting)
   SETTINGS[name](config, args)
   config.seed += _SEED_STRIDE * replicate
+  for item in args.set:
+    path, _, value = item.partition('=')
+    if path.startswith(_MODEL_PREFIX):
+      _set(config, path, _parse_value(value))
   todo = [(m, g) for m in args.methods for g in args.guard
           if not _done(_cell_path(args, setting, m, g, args.tag),
                        _cell_config(config, m, g, args.set))]
@@ -467,9 +478,9 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS):
                       flag_values=flag_values)
   flags.DEFINE_string('guard', 'on,off', 'on, off or on,off',
                       flag_values=flag_values)
-  flags.DEFINE_multi_string('set', [], 'method-section (or guard.<name>) '
-                            'override, e.g. '
-                            'optim.lr=0.01',
+  flags.DEFINE_multi_string('set', [], 'method-section (or guard.<name>, '
+                            'or model.<name>: the setting\'s models) '
+                            'override, e.g. optim.lr=0.01',
                             flag_values=flag_values)
   flags.DEFINE_string('tag', '', 'names the cells of a --set variant',
                       flag_values=flag_values)
