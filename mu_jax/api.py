@@ -423,6 +423,8 @@ def unlearn(model: nn.Module, variables: Mapping[str, PyTree], *,
   outcome = info['guard'].get('outcome')
   if outcome not in (None, 'forgotten'):
     logging.warning('%s', info['guard']['headline'])
+  if info['guard'].get('caveat'):
+    logging.warning('%s', info['guard']['caveat'])
   report = {'method': method, 'mode': mode, 'forget_classes': forget_classes,
             'sizes': {'forget': len(yf), 'retain': len(yr), 'val': len(yv)},
             'num_classes': num_classes, 'outcome': outcome,

@@ -83,7 +83,9 @@ at the target, undamaged; the original itself when it already was),
 the printed result starts with NOT FORGOTTEN and the command exits with
 status 3 (mu_jax/cli.py) unless `allow_unmet`. If every attempt diverged
 without an undamaged check better than the original before it, the run ends
-with an error instead. Every decision goes into the report.
+with an error instead. Every decision goes into the report, and a
+`caveat` where the validation set is too small to see held-out drops of
+twice `max_val_drop` (`smallest_damaging_drop`).
 
 Its settings are `config.guard`, made and commented in configs/default.py
 (`guard_section`).
@@ -440,15 +442,39 @@ class Guard:
                                                   for c in checks))
 
   def resolution(self) -> dict[str, Any]:
-    """How finely the checks resolve: examples and one example in points."""
+    """How finely the checks resolve: examples, one example in points, and
+    the smallest held-out drop that a check calls damage."""
     sizes = {key: len(v) for key, v in self.base_correct.items()}
     return {'examples': sizes,
             'one_example_points': {k: 100.0 / n for k, n in sizes.items()},
-            # The smallest held-out drop that can count as damage: the
-            # limit plus one example (with no churn, so a zero error).
             'smallest_damaging_val_drop': (
-                self.config.max_val_drop + 100.0 / sizes['val']
+                smallest_damaging_drop(sizes['val'], self.config.max_val_drop,
+                                       self.config.noise_z)
                 if 'val' in sizes else None)}
+
+  def caveat(self) -> str:
+    """'' or a line saying that the validation set is too small to see
+    held-out drops of up to twice the damage limit."""
+    smallest = self.resolution()['smallest_damaging_val_drop']
+    if smallest is None or smallest <= 2.0 * self.config.max_val_drop:
+      return ''
+    n = len(self.base_correct['val'])
+    return (f'caveat: on {n} validation images a check calls a held-out '
+            f'drop damage only from {smallest:.1f} points (the limit is '
+            f'{self.config.max_val_drop:g}); smaller losses go unseen, and a '
+            'larger validation set resolves them')
+
+
+def smallest_damaging_drop(examples: int, limit: float,
+                           noise_z: float) -> float | None:
+  """The smallest accuracy drop (points) that `Guard.measure` calls damage
+  on `examples` images: d lost examples, every one flipped the same way
+  (the least noise a drop of d can have), are damage when
+  d - 1 - noise_z sqrt(d) > limit * examples / 100. None if no drop is."""
+  for lost in range(1, examples + 1):
+    if lost - 1 - noise_z * math.sqrt(lost) > limit * examples / 100.0:
+      return 100.0 * lost / examples
+  return None
 
 
 def _next_scale(scale: float, outcome: str, low: float | None,
@@ -709,6 +735,7 @@ def run(config: ml_collections.ConfigDict, mode: str, probe: Probe,
       'budget': {'limit_steps': budget_steps, 'spent_steps': budget.spent,
                  'check_steps': check_steps, 'stopped': stopped},
       'resolution': guard.resolution(),
+      'caveat': guard.caveat(),
       'config': config.to_dict(),
       'baseline': dataclasses.asdict(base),
       'attempts': attempts,

@@ -320,6 +320,8 @@ def experiment(config, dataset, split, *, workdir: str, method: str,
   guard = unlearned['guard']
   if guard.get('summary'):
     table += '\n' + guard['summary']
+  if guard.get('caveat'):
+    table += '\n' + guard['caveat']
   if guard.get('headline'):
     # A run that did not forget says so first (mu_jax/guard.py, `UNMET`).
     table = guard['headline'] + '\n' + table

@@ -34,15 +34,17 @@ _BATCH = 16
 class _ScriptedProbe:
   """Returns scripted (forget, retain, val) accuracies, one per call.
 
-  As per-example correctness of 1000 examples each (the first ones right),
-  so that an accuracy that falls flips only examples that were right. It
+  As per-example correctness of `examples` examples each (the first ones
+  right), so that an accuracy that falls flips only examples that were
+  right. It
   also keeps a copy of the weights it was shown, so that a test can tell
   which check's model the guard kept.
   """
   has_val = True
 
-  def __init__(self, values):
+  def __init__(self, values, examples=1000):
     self.values, self.seen, self.seconds = list(values), [], 0.0
+    self.examples = examples
 
   def __call__(self, state):
     self.seen.append(jax.tree.map(np.asarray, state.params))
@@ -50,7 +52,8 @@ class _ScriptedProbe:
     out = {}
     for key, accuracy in zip(('forget', 'retain', 'val'), values):
       if accuracy is not None:
-        out[key] = np.arange(1000) < round(10 * accuracy)
+        out[key] = (np.arange(self.examples)
+                    < round(self.examples * accuracy / 100.0))
     return out
 
 
@@ -115,8 +118,8 @@ def _assert_trees_equal(a, b):
 
 class JudgeTest(parameterized.TestCase):
 
-  def _guard(self, mode, values, **overrides):
-    probe = _ScriptedProbe(values)
+  def _guard(self, mode, values, examples=1000, **overrides):
+    probe = _ScriptedProbe(values, examples)
     judge = guard.Guard(_config(**overrides), mode, probe)
     state = state_lib.create(
         models.create(ml_collections.ConfigDict({'name': 'cnn', 'width': 4}),
@@ -170,13 +173,22 @@ class JudgeTest(parameterized.TestCase):
   def test_one_example_never_decides(self):
     # 1000 held-out examples: a drop of the limit plus one example (2.1
     # points, all flipped one way; no noise allowance at z = 0) is not
-    # damage; one more example is.
+    # damage; one more example is, the smallest damaging drop.
     judge, (at_limit, past) = self._guard(
         'random', [(99.0, 99.0, 90.0), (95.0, 99.0, 87.9), (95.0, 99.0, 87.8)])
     self.assertEqual(at_limit.damage, '')
     self.assertIn('held-out accuracy fell 2.2', past.damage)
     self.assertAlmostEqual(
-        judge.resolution()['smallest_damaging_val_drop'], 2.1)
+        judge.resolution()['smallest_damaging_val_drop'], 2.2)
+    self.assertEqual(judge.caveat(), '')
+    # 100 held-out images, z = 1: 6 lost examples are damage (6 - 1 -
+    # sqrt(6) = 2.55 > 2), 5 are not (1.76): damage only from 6 points,
+    # over twice the 2-point limit, and the run's report says so.
+    judge, _ = self._guard('random', [(99.0, 99.0, 90.0)], examples=100,
+                           noise_z=1.0)
+    self.assertRegex(judge.caveat(), r'^caveat: on 100 validation images a '
+                     r'check calls a held-out drop damage only from 6\.0 '
+                     r'points \(the limit is 2\)')
     # The forgetting target likewise: one example off is still at it.
     judge, checks = self._guard('random', [
         (99.0, 99.0, 90.0), (90.1, 99.0, 90.0), (89.9, 99.0, 90.0),
@@ -373,6 +385,16 @@ class RunTest(absltest.TestCase):
     _run(_config(budget=1.0, check_share=1.0), 'random', probe, original,
          run_attempt, budget_steps=1.0, check_steps=2.0)
     self.assertEqual(scales, [1.0])
+
+  def test_smallest_damaging_drop_by_hand(self):
+    # 120 images, limit 2 points (2.4 examples), z = 1: d - 1 - sqrt(d)
+    # is 2.55 > 2.4 at d = 6 (5.0 points), 1.76 at d = 5.
+    self.assertAlmostEqual(guard.smallest_damaging_drop(120, 2.0, 1.0), 5.0)
+    # 2000 images: L = 40; d = 48 gives 40.07 > 40, d = 47 39.86.
+    self.assertAlmostEqual(guard.smallest_damaging_drop(2000, 2.0, 1.0), 2.4)
+    # No noise allowance: the limit plus one example, plus one.
+    self.assertAlmostEqual(guard.smallest_damaging_drop(1000, 2.0, 0.0), 2.2)
+    self.assertIsNone(guard.smallest_damaging_drop(10, 95.0, 1.0))
 
   def test_budget_is_a_share_of_the_retrain_with_a_floor(self):
     config = _config(budget=0.25, min_budget_steps=100)
