@@ -416,7 +416,7 @@ def _mean_std(values: Sequence[float]) -> str:
 
 def _replicate_table(args, order) -> list[str]:
   """Markdown: every setting over its replicates, mean ± std (n)."""
-  groups = {}  # (setting, method, guard) -> cells; (setting, '') -> bases.
+  groups = {}  # (setting, method, guard on) -> its cells, all replicates.
   for name in args.settings:
     directory = os.path.join(args.out, 'cells', name)
     if not os.path.isdir(directory):
