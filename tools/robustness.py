@@ -325,20 +325,27 @@ def _line(cell) -> str:
           f"budget {_budget_used(cell)} {_verdict(cell)}")
 
 
+def _stored_cells(args, setting: str) -> list[dict]:
+  """The stored cells of one setting (or replicate) with --tag and of
+  --methods, in file order."""
+  directory = os.path.join(args.out, 'cells', setting)
+  if not os.path.isdir(directory):
+    return []
+  cells = []
+  for name in sorted(os.listdir(directory)):
+    with open(os.path.join(directory, name)) as f:
+      cell = json.load(f)
+    if (cell['tag'] or '') == (args.tag or '') and cell['method'] in (
+        args.methods):
+      cells.append(cell)
+  return cells
+
+
 def tables(args) -> str:
   """Markdown: one table per setting, then the summary."""
   out, summary = [], {}
-  for setting in args.settings:
-    directory = os.path.join(args.out, 'cells', setting)
-    if not os.path.isdir(directory):
-      continue
-    cells = []
-    for name in sorted(os.listdir(directory)):
-      with open(os.path.join(directory, name)) as f:
-        cell = json.load(f)
-      if (cell['tag'] or '') == (args.tag or '') and cell['method'] in (
-          args.methods):
-        cells.append(cell)
+  stored = {setting: _stored_cells(args, setting) for setting in args.settings}
+  for setting, cells in stored.items():
     if not cells:
       continue
     base = cells[0]['base']
@@ -370,7 +377,7 @@ def tables(args) -> str:
           f"{row['avg_gap']:.2f} | {cell['seconds']:.1f} | "
           f"{_outcome(cell)} | {_budget_used(cell)} | {verdict} |")
   if any(_replicate(s)[1] for s in args.settings):
-    out.extend(_replicate_table(args, order))
+    out.extend(_replicate_table(stored, order))
   out.append('\n### Against the bar (settings that miss it)\n')
   out.append('| method | guard | settings meeting the bar | 95 % interval '
              '| misses |')
@@ -414,26 +421,19 @@ def _mean_std(values: Sequence[float]) -> str:
   return f'{array.mean():.2f} ± {std:.2f}'
 
 
-def _replicate_table(args, order) -> list[str]:
-  """Markdown: every setting over its replicates, mean ± std (n)."""
+def _replicate_table(stored, order) -> list[str]:
+  """Markdown: every setting over its replicates, mean ± std (n), from
+  `tables`' stored cells ({setting or replicate name: cells})."""
   groups = {}  # (setting, method, guard on) -> its cells, all replicates.
-  for name in args.settings:
-    directory = os.path.join(args.out, 'cells', name)
-    if not os.path.isdir(directory):
-      continue
-    setting = _replicate(name)[0]
-    for file in sorted(os.listdir(directory)):
-      with open(os.path.join(directory, file)) as f:
-        cell = json.load(f)
-      if ((cell['tag'] or '') != (args.tag or '') or cell['status'] != 'ok'
-          or cell['method'] not in args.methods):
-        continue
-      groups.setdefault((setting, cell['method'], cell['guard_on']),
-                        []).append(cell)
+  for name, cells in stored.items():
+    for cell in cells:
+      if cell['status'] == 'ok':
+        groups.setdefault((_replicate(name)[0], cell['method'],
+                           cell['guard_on']), []).append(cell)
   out = ['\n### Over the replicates (mean ± std over seeds)\n',
          '| setting | model | guard | n | UA | TA change | Avg.Gap | '
          'meets the bar |', '|---|---|---|---:|---:|---:|---:|---:|']
-  settings = list(dict.fromkeys(_replicate(s)[0] for s in args.settings))
+  settings = list(dict.fromkeys(_replicate(s)[0] for s in stored))
   for setting in settings:
     keys = sorted((k for k in groups if k[0] == setting),
                   key=lambda k: (order[k[1]], not k[2]))
