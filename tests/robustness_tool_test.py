@@ -1,6 +1,7 @@
 """tools/robustness.py without running a grid: its replicates, its interval
 and its tables over replicates, on stored cells written here."""
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -83,6 +84,51 @@ class ReplicatesTest(absltest.TestCase):
     self.assertIn('tiles_random10~r1 (TA-3,silent)', text)
     self.assertIn('| all | on | 1/2 |', text)
     self.assertIn('1 not flagged (silent)', text)
+
+
+class CompareTest(absltest.TestCase):
+
+  def _store(self, out, setting, name, cell):
+    os.makedirs(os.path.join(out, 'cells', setting), exist_ok=True)
+    with open(os.path.join(out, 'cells', setting, name + '.json'), 'w') as f:
+      json.dump(cell, f)
+
+  def test_rows_over_seeds_with_the_gap_paired_against_the_first(self):
+    robustness = _robustness()
+    with tempfile.TemporaryDirectory() as out:
+      # Two seeds; the @mask1.0 row's gap is 1.0 and 3.0, salun's 2.0 and
+      # 5.0: differences +1.0 and +2.0, mean 1.5, sample std 0.71; a
+      # one-sample t of 1.5 / (0.7071 / sqrt 2) = 3.0 on 1 degree of
+      # freedom has p = 0.205 (2 arctan(1/3) / pi).
+      for setting, no_mask, masked in (('s0', 1.0, 2.0), ('s1', 3.0, 5.0)):
+        self._store(out, setting, 'salun_plain_mask1.0',
+                    _cell(setting, False, 90.0, no_mask))
+        self._store(out, setting, 'salun_plain',
+                    _cell(setting, False, 88.0, masked))
+      args = robustness.parse_args(
+          ['--out', out, '--settings', 'embedded_random10', '--guard', 'off',
+           '--compare', 'salun@mask1.0,salun'])
+      self.assertTrue(args.report_only)  # --compare runs nothing.
+      args = dataclasses.replace(args, settings=['s0', 's1'])
+      text = robustness.compare_table(args)
+    self.assertIn('| salun @mask1.0 | 8.00 ± 0.00 | 95.00 ± 0.00 | '
+                  '90.00 ± 0.00 | 10.00 ± 0.00 | 2.00 ± 1.41 |', text)
+    self.assertIn('| original | 1.00 ± 0.00 |', text)
+    self.assertIn('- salun: +1.50 ± 0.71 (per setting +1.00, +2.00; '
+                  'p = 0.205)', text)
+
+  def test_a_missing_cell_is_named(self):
+    robustness = _robustness()
+    with tempfile.TemporaryDirectory() as out:
+      args = robustness.parse_args(
+          ['--out', out, '--settings', 'embedded_random10', '--guard', 'off',
+           '--compare', 'salun'])
+      with self.assertRaisesRegex(LookupError, 'salun_plain.json: no such'):
+        robustness.compare_table(args)
+
+  def test_compare_needs_one_guard_setting(self):
+    with self.assertRaisesRegex(Exception, 'one --guard'):
+      _robustness().parse_args(['--compare', 'salun'])
 
 
 if __name__ == '__main__':

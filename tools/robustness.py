@@ -9,6 +9,9 @@ the guard rails (docs/RESULTS.md).
   python tools/robustness.py --out runs/robustness \
       --settings embedded_class3 --methods scrub --guard on \
       --set optim.lr=0.002 --tag lr2e-3                  # a variant
+  python tools/robustness.py --out runs/robustness --guard off \
+      --settings embedded_random10,embedded_random10_s1,embedded_random10_s2 \
+      --compare salun@mask1.0,salun,random_label          # an ablation
 
 Grids kept apart. The *development* grid (`--grid dev`) is where defaults
 may be tuned: the embedded Fashion-MNIST subset, MNIST-5k and the full
@@ -30,7 +33,8 @@ killed grid resumes. At the end the script prints one markdown table per
 setting and a summary against the bar of the robustness issue: class-wise,
 UA >= 95 with test accuracy within 3 points of the original's; random, an
 Avg. Gap no larger than the original's and at most 3 points of test accuracy
-lost; no NaN.
+lost; no NaN. `--compare` prints an ablation instead: rows (a method at a
+--tag) over settings that differ only in their seed, with paired tests.
 """
 
 import copy
@@ -92,6 +96,8 @@ DEV_SETTINGS = {
     'embedded_random1pct': _embedded('random', forget_fraction=0.01),
     'embedded_random20pct': _embedded('random', forget_fraction=0.2),
     'embedded_random50': _embedded('random', forget_num=50),
+    'embedded_random50_s1': _embedded('random', forget_num=50, seed=1),
+    'embedded_random50_s2': _embedded('random', forget_num=50, seed=2),
     'mnist5k_random10': _other_data('mnist5k', 'npz', 'random'),
     'mnist5k_class3': _other_data('mnist5k', 'npz', 'class_wise',
                                   classes=(3,)),
@@ -459,6 +465,62 @@ def _replicate_table(stored, order) -> list[str]:
   return out
 
 
+_COMPARE_COLUMNS = (('UA', 'unlearn_acc'), ('RA', 'retain_acc'),
+                    ('TA', 'test_acc'), ('MIA-eff.', 'mia_efficacy'),
+                    ('Avg. Gap', 'avg_gap'))
+
+
+def compare_table(args) -> str:
+  """Markdown: `--compare`'s rows (an ablation), mean ± std over the
+  settings, whose seeds differ, then each row's Avg. Gap minus the first
+  row's, paired by setting (the same split, original and retrain model),
+  with a paired t-test.
+
+  Raises:
+    LookupError: a row's cell is missing or failed (the message names it).
+  """
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+  rows = {}  # label -> {setting: metrics}
+  bases = {}  # setting -> its original and retrain rows
+  for method, tag in args.compare:
+    label = method + (f' @{tag}' if tag else '')
+    rows[label] = {}
+    for setting in args.settings:
+      path = _cell_path(args, setting, method, args.guard[0], tag)
+      if not os.path.exists(path):
+        raise LookupError(f'{path}: no such cell; run it first (without '
+                          '--report_only)')
+      with open(path) as f:
+        cell = json.load(f)
+      if cell['status'] != 'ok':
+        raise LookupError(f'{path}: the cell failed ({cell["error"]})')
+      rows[label][setting] = cell['metrics']
+      bases[setting] = cell['base']
+  table = {'original': {s: b['original'] for s, b in bases.items()},
+           'retrain': {s: b['retrain'] for s, b in bases.items()}, **rows}
+  out = [f'| row (n = {len(args.settings)}) | '
+         + ' | '.join(name for name, _ in _COMPARE_COLUMNS) + ' |',
+         '|---|' + '---:|' * len(_COMPARE_COLUMNS)]
+  for label, by_setting in table.items():
+    out.append(f'| {label} | ' + ' | '.join(
+        _mean_std([m[key] for m in by_setting.values()])
+        for _, key in _COMPARE_COLUMNS) + ' |')
+  first, *others = rows
+  out.append(f'\nAvg. Gap minus {first}\'s, paired by setting (mean ± std, '
+             f'the values per setting, a paired t-test; n = '
+             f'{len(args.settings)}):\n')
+  for label in others:
+    diffs = [rows[label][s]['avg_gap'] - rows[first][s]['avg_gap']
+             for s in args.settings]
+    std = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else 0.0
+    test = (f'p = {stats.ttest_1samp(diffs, 0.0).pvalue:.3f}'
+            if std > 0 else 'no test')
+    out.append(f'- {label}: {np.mean(diffs):+.2f} ± {std:.2f} '
+               f"(per setting {', '.join(f'{d:+.2f}' for d in diffs)}; "
+               f'{test})')
+  return '\n'.join(out)
+
+
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS):
   """Defines the script's flags on `flag_values` (a fresh set per
   `parse_args`, so that it can be called any number of times)."""
@@ -493,6 +555,11 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS):
                        lower_bound=1, flag_values=flag_values)
   flags.DEFINE_bool('report_only', False, 'print the tables of the stored '
                     'cells; run nothing', flag_values=flag_values)
+  flags.DEFINE_list('compare', [], 'rows METHOD or METHOD@TAG (cells of '
+                    '--tag TAG); runs nothing and prints, instead of the '
+                    "grid tables, each row's mean ± std over --settings "
+                    "(one per seed) and its Avg. Gap paired against the "
+                    "first row's", flag_values=flag_values)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -508,6 +575,7 @@ class Options:
   tag: str
   data_dir: str
   report_only: bool
+  compare: list[tuple[str, str]]  # (method, tag) rows of `compare_table`.
 
 
 def _options(flag_values: flags.FlagValues,
@@ -528,6 +596,10 @@ def _options(flag_values: flags.FlagValues,
               for s in settings for k in range(values.replicates)]
   if values.set and not values.tag:
     raise app.UsageError('--set needs a --tag to name its cells')
+  compare = [tuple(row.partition('@')[::2]) for row in values.compare]
+  if compare and len(values.guard.split(',')) != 1:
+    raise app.UsageError('--compare reads the cells of one --guard (on or '
+                         'off)')
   return Options(
       out=values.out, checkpoint_dir=values.checkpoint_dir, grid=values.grid,
       settings=settings,
@@ -535,7 +607,7 @@ def _options(flag_values: flags.FlagValues,
                or methods.unlearning_methods()),
       guard=[g == 'on' for g in values.guard.split(',') if g],
       set=list(values.set), tag=values.tag, data_dir=values.data_dir,
-      report_only=values.report_only)
+      report_only=values.report_only or bool(compare), compare=compare)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -560,7 +632,13 @@ def main(argv: Sequence[str]):
     parallel.configure_host(cpu_convolutions='eigen')  # The cnn's faster.
     for setting in args.settings:
       run_setting(args, setting)
-  print(tables(args))
+  if not args.compare:
+    print(tables(args))
+    return
+  try:
+    print(compare_table(args))
+  except LookupError as e:
+    sys.exit(f'error: {e}')
 
 
 if __name__ == '__main__':
