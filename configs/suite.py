@@ -65,6 +65,10 @@ def add_suite(config: ml_collections.ConfigDict, variant: str = ''):
   # for the smoke-sized CNN, and GPUs run grouped convolutions natively
   # (tools/bench_multiseed.py measures it; README, "Benchmark suite").
   config.suite.multiseed = False
+  # 'config': each method as `config.guard` says (on by default); 'both':
+  # each method guarded and unguarded, side by side (rows `<method>` and
+  # `<method>-unguarded`), the guard's share of the run time in its column.
+  config.suite.guard = 'config'
   config.suite.retry_failed = True  # A rerun retries failed cells.
   # Comma-separated models whose finished cells are run again. Cells are
   # keyed by settings, not code: after changing a method's code (not its

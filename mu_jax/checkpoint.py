@@ -273,6 +273,7 @@ class Checkpointer:
     main = parallel.is_main_process()
     self._lock = _lock_folder(self.directory) if main else None
     self._closed = False
+    self._save_failed = False  # Orbax may write on after a failed save.
     try:
       if main:
         self._set_aside_incomplete_steps()
@@ -439,6 +440,7 @@ class Checkpointer:
             'set --config.checkpoint_dir to a writable folder')
         if error is None:
           raise
+        self._save_failed = True
         if parallel.is_main_process():  # The one that writes.
           self._remove_partial(step)
         raise CheckpointError(str(error)) from e
@@ -493,6 +495,12 @@ class Checkpointer:
           raise
         else:
           raise CheckpointError(str(error)) from e
+      finally:
+        # Orbax's background threads may still have been creating a failed
+        # save's temporary folders when `save` removed them (seen on a
+        # loaded machine); they are done now, so remove what they left.
+        if self._save_failed and parallel.is_main_process():
+          self._remove_partial()
       if not unwinding:
         # Process 0 keeps the lock until every process is done with the
         # folder. Not while an exception unwinds: that may have hit this

@@ -633,6 +633,8 @@ def run(config: ml_collections.ConfigDict, mode: str, probe: Probe,
     record = {'attempt': guard.attempt, 'lr_scale': settings.lr_scale,
               'epochs': settings.epochs, 'steps': steps}
     checks_before = len(guard.checks)
+    attempt_start, probe_before = time.perf_counter(), probe.seconds
+    compile_before = compile_seconds
     try:
       result = run_attempt(settings, monitor)
       results[guard.attempt] = result
@@ -644,7 +646,11 @@ def run(config: ml_collections.ConfigDict, mode: str, probe: Probe,
       compile_seconds += e.compile_seconds
       outcome, reason = DIVERGED, str(e)
     budget.spent += budget.cost(steps, len(guard.checks) - checks_before)
-    record.update(outcome=outcome, reason=reason)
+    record.update(
+        outcome=outcome, reason=reason,
+        seconds=(time.perf_counter() - attempt_start
+                 - (compile_seconds - compile_before)),
+        probe_seconds=probe.seconds - probe_before)
     attempts.append(record)
     logging.info('guard: attempt %d (lr x%.3g, %d epochs): %s: %s',
                  guard.attempt, settings.lr_scale, settings.epochs, outcome,
@@ -706,6 +712,12 @@ def run(config: ml_collections.ConfigDict, mode: str, probe: Probe,
     result_outcome = OUTCOME_NOT_FORGOTTEN
   # Compilation is reported apart, as for an unguarded run.
   seconds = time.perf_counter() - start - compile_seconds
+  # The method's own time is the kept attempt's training; the rest (checks,
+  # the baseline, the attempts not kept) is what the guard rails added.
+  method_seconds = 0.0
+  if kept.attempt:
+    kept_record = attempts[kept.attempt - 1]
+    method_seconds = kept_record['seconds'] - kept_record['probe_seconds']
   params, model_state = weights
   state = original.replace(params=params, model_state=model_state)
   # Acted unless the first attempt, as configured, was kept as it ended.
@@ -744,6 +756,8 @@ def run(config: ml_collections.ConfigDict, mode: str, probe: Probe,
                             if kept.attempt else None)},
       'checks': [dataclasses.asdict(c) for c in guard.checks],
       'probe_seconds': probe.seconds,
+      'method_seconds': method_seconds,
+      'overhead_seconds': seconds - method_seconds,
   }
   return Outcome(state=state, result=results.get(kept.attempt),
                  seconds=seconds, compile_seconds=compile_seconds,

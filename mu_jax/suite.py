@@ -109,13 +109,15 @@ def plan(config: ml_collections.ConfigDict):
   """The methods, modes and seeds `config.suite` asks for, checked.
 
   Returns:
-    (methods, modes, seeds): canonical method names (never 'retrain', whose
-    row is always there), modes, seeds.
+    (methods, modes, seeds): the method rows, canonical method names (never
+    'retrain', whose row is always there; with `suite.guard = 'both'` each
+    followed by its unguarded row, `<name>-unguarded`), modes, seeds.
 
   Raises:
     ValueError: an unknown method.
-    errors.ConfigError: an unknown mode, no mode, fewer than one seed, or a
-      (mode, method) without its section in `suite.method_configs`.
+    errors.ConfigError: an unknown mode, no mode, fewer than one seed, a
+      (mode, method) without its section in `suite.method_configs`, or a
+      `suite.guard` other than 'config' and 'both'.
   """
   suite = config.suite
   names = [methods.canonical_name(n) for n in _names(suite.methods)]
@@ -137,6 +139,14 @@ def plan(config: ml_collections.ConfigDict):
     raise errors.ConfigError(
         f'--config.suite.seeds={suite.seeds}; run at least 1')
   _check_method_configs(suite.method_configs, names, modes)
+  guard = suite.get('guard', 'config')
+  if guard not in ('config', 'both'):
+    raise errors.ConfigError(
+        f"--config.suite.guard={guard!r}; use 'config' (each method as "
+        "config.guard says) or 'both' (guarded and unguarded rows)")
+  if guard == 'both':
+    names = [row for n in names
+             for row in (n, n + suite_store.UNGUARDED)]
   return names, modes, [config.seed + i for i in range(suite.seeds)]
 
 
@@ -149,8 +159,11 @@ def rerun_set(config: ml_collections.ConfigDict) -> frozenset[str]:
   names = set()
   for name in _names(config.suite.get('rerun', '')):
     if name not in BASE_MODELS:
-      methods.get(name)  # Unknown: a ValueError that lists the choices.
-      name = methods.canonical_name(name)
+      # Unknown: a ValueError that lists the choices.
+      methods.get(suite_store.method_of(name))
+      name = methods.canonical_name(suite_store.method_of(name))
+      # A method's code changed: both its rows are stale.
+      names.add(name + suite_store.UNGUARDED)
     names.add(name)
   return frozenset(names)
 
@@ -220,7 +233,9 @@ class _Suite:
     return todo, split, keys
 
   def cell_config(self, mode: str, seed: int, method: str | None = None):
-    """The experiment config of a cell: its seed, mode and method section."""
+    """The experiment config of a cell: its seed, mode and method section
+    (and, for a method's row with `suite.guard = 'both'`, the guard rails on
+    or, in its unguarded row, off)."""
     config = copy.deepcopy(self.config)
     with config.unlocked():
       config.seed = seed
@@ -229,8 +244,10 @@ class _Suite:
           self.config.suite.forgetting_quality_models)
       if method is not None:
         # `plan` checked that the section exists.
-        config.method = copy.deepcopy(
-            self.config.suite.method_configs[mode][method])
+        config.method = copy.deepcopy(self.config.suite.method_configs[mode][
+            suite_store.method_of(method)])
+        if self.config.suite.get('guard', 'config') == 'both':
+          config.guard.enabled = not method.endswith(suite_store.UNGUARDED)
     return config
 
   # Running.
@@ -303,7 +320,7 @@ class _Suite:
       experiment.check_config(config)
       parallel.check_batch_size(config.method.batch_size, self.mesh,
                                 '--config.suite.method_configs.'
-                                f'{mode}.{method}.batch_size:')
+                                f'{mode}.{config.method.name}.batch_size:')
       exp = experiment.Experiment(config, self.dataset, self.mesh)
       curve = _Curve(exp, forget[:self.config.suite.curve_samples],
                      retain[:self.config.suite.curve_samples])

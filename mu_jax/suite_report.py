@@ -31,17 +31,21 @@ from mu_jax import suite_store
 def labels() -> dict[str, str]:
   """Row -> the literature's name (SalUn, Unlearn-Sparse tables): the
   original model's and each method's (its card's label)."""
-  return {'original': 'Original',
-          **{name: methods.card(name).label for name in methods.AVAILABLE}}
+  names = {name: methods.card(name).label for name in methods.AVAILABLE}
+  return {'original': 'Original', **names,
+          **{name + suite_store.UNGUARDED: f'{label} (unguarded)'
+             for name, label in names.items()}}
 MODE_TITLES = {'random': 'Random forgetting',
                'class_wise': 'Class-wise forgetting'}
 # (header, metric): the SalUn paper's columns; RTE is in seconds here.
 TABLE_COLUMNS = (('UA', 'unlearn_acc'), ('RA', 'retain_acc'),
                  ('TA', 'test_acc'), ('MIA-Efficacy', 'mia_efficacy'),
                  ('Avg. Gap', 'avg_gap'), ('F', 'forgetting_quality'),
-                 ('Score', 'challenge_score'), ('RTE (s)', 'seconds'))
-# Shown only when some row has them (--config.suite.forgetting_quality_models).
-_OPTIONAL_COLUMNS = ('forgetting_quality', 'challenge_score')
+                 ('Score', 'challenge_score'), ('RTE (s)', 'seconds'),
+                 ('of which guard (s)', 'guard_seconds'))
+# Shown only when some row has them (--config.suite.forgetting_quality_models;
+# 'guard_seconds': of RTE, the guard rails' checks and unkept attempts).
+_OPTIONAL_COLUMNS = ('forgetting_quality', 'challenge_score', 'guard_seconds')
 
 
 def summarize(cells: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -59,7 +63,12 @@ def summarize(cells: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
   ok = [c for c in cells if c['status'] == 'ok']
   values = {}
   for cell in ok:
-    for key, value in {**cell['metrics'], 'seconds': cell['seconds']}.items():
+    numbers = {**cell['metrics'], 'seconds': cell['seconds']}
+    # Of RTE, what the guard rails added: checks, the attempts not kept.
+    overhead = (cell.get('guard') or {}).get('overhead_seconds')
+    if overhead is not None:
+      numbers['guard_seconds'] = overhead
+    for key, value in numbers.items():
       if isinstance(value, (int, float)) and not isinstance(value, bool):
         values.setdefault(key, []).append(float(value))
   return {
@@ -102,7 +111,7 @@ def format_table(summary: Mapping[str, Mapping[str, Any]],
         if key not in row['mean']:
           cells.append('—')
           continue
-        digits = {'seconds': 1, 'forgetting_quality': 3,
+        digits = {'seconds': 1, 'guard_seconds': 1, 'forgetting_quality': 3,
                   'challenge_score': 3}.get(key, 2)
         cells.append(f"{row['mean'][key]:.{digits}f} ± "
                      f"{row['std'][key]:.{digits}f}")

@@ -34,6 +34,14 @@ from mu_jax import splits as splits_lib
 # The models every (mode, seed) has besides the methods: their cells depend
 # on the training recipe only, never on a method's or the guard's settings.
 BASE_MODELS = ('original', 'retrain')
+# With `suite.guard = 'both'` every method has a second row, run without the
+# guard rails: its model name is the method's plus this suffix.
+UNGUARDED = '-unguarded'
+
+
+def method_of(model: str) -> str:
+  """The method a row runs: its name without the unguarded suffix."""
+  return model.removesuffix(UNGUARDED)
 
 
 def config_json(config: ml_collections.ConfigDict) -> Any:

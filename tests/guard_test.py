@@ -301,6 +301,29 @@ class RunTest(absltest.TestCase):
     self.assertLen(probe.seen, 5)  # Baseline and 4 checks: never stopped.
     plain = run_attempt(guard.Attempt(1.0, 2))
     _assert_trees_equal(outcome.state.params, plain.state.params)
+    # The method's time is its attempt's; the guard's, the baseline check.
+    attempt = outcome.report['attempts'][0]
+    self.assertEqual(outcome.report['method_seconds'],
+                     attempt['seconds'] - attempt['probe_seconds'])
+    self.assertAlmostEqual(outcome.report['method_seconds']
+                           + outcome.report['overhead_seconds'],
+                           outcome.seconds)
+    self.assertGreaterEqual(outcome.report['overhead_seconds'], 0.0)
+
+  def test_each_attempt_reports_its_checks_time(self):
+    original, run_attempt, _ = _setup()
+
+    class TimedProbe(_ScriptedProbe):
+      """Each check 'costs' one second on the probe's clock."""
+
+      def __call__(self, state):
+        self.seconds += 1.0
+        return super().__call__(state)
+
+    probe = TimedProbe([(99.0, 99.0, 90.0)] + [(90.0, 99.0, 89.0)] * 4)
+    outcome = _run(_config(), 'random', probe, original, run_attempt)
+    self.assertEqual(outcome.report['attempts'][0]['probe_seconds'], 4.0)
+    self.assertEqual(outcome.report['probe_seconds'], 5.0)  # And baseline.
 
   def test_an_original_at_the_target_still_runs_the_method(self):
     original, run_attempt, scales = _setup()
@@ -510,6 +533,9 @@ class RunTest(absltest.TestCase):
         'NOT FORGOTTEN: kept the original model'))
     self.assertIsNone(outcome.result)
     _assert_trees_equal(outcome.state.params, original.params)
+    # No attempt kept: all of the run time was the guard's.
+    self.assertEqual(outcome.report['method_seconds'], 0.0)
+    self.assertEqual(outcome.report['overhead_seconds'], outcome.seconds)
 
   def test_a_diverged_attempt_is_retried_with_a_smaller_step(self):
     original, run_attempt, scales = _setup()

@@ -248,6 +248,22 @@ class PlanTest(absltest.TestCase):
                       sections.class_wise.neggrad_plus.optim.lr), (0.97, 0.01))
     self.assertEqual(sections.class_wise.scrub.msteps, 2)
 
+  def test_guard_both_adds_an_unguarded_row_per_method(self):
+    config = suite_config.get_config('smoke')
+    config.suite.methods = 'salun,FT'
+    config.suite.guard = 'both'
+    self.assertEqual(suite.plan(config)[0], [
+        'salun', 'salun-unguarded', 'finetune', 'finetune-unguarded'])
+    # A method whose code changed: both its rows rerun.
+    config.suite.rerun = 'salun'
+    self.assertEqual(suite.rerun_set(config),
+                     {'salun', 'salun-unguarded'})
+    self.assertEqual(suite_report.labels()['salun-unguarded'],
+                     'SalUn (unguarded)')
+    config.suite.guard = 'sometimes'
+    with self.assertRaisesRegex(errors.ConfigError, "suite.guard='sometimes'"):
+      suite.plan(config)
+
   def test_sections_per_mode_are_required(self):
     config = suite_config.get_config('smoke')
     # The layout that once gave class-wise cells the random settings.
@@ -377,6 +393,30 @@ class SuiteRunTest(absltest.TestCase):
       self.assertBetween(cell['metrics']['forgetting_quality'], 0.0, 1.0)
       header = result['table'].split('\n')[2]
       self.assertIn('| F | Score |', header)
+
+  def test_guarded_and_unguarded_side_by_side(self):
+    with tempfile.TemporaryDirectory() as tmp:
+      config = tiny_config(tmp, 'finetune', seeds=1)
+      config.guard.allow_unmet = True
+      config.suite.guard = 'both'
+      result = suite.run(config, f'{tmp}/w')
+      cells = {}
+      for row in ('finetune', 'finetune-unguarded'):
+        with open(f'{tmp}/w/cells/random/s0/{row}.json') as f:
+          cells[row] = json.load(f)
+      guarded = cells['finetune']['guard']
+      self.assertTrue(guarded['enabled'])
+      self.assertAlmostEqual(
+          guarded['method_seconds'] + guarded['overhead_seconds'],
+          cells['finetune']['seconds'], places=6)
+      self.assertEqual(cells['finetune-unguarded']['guard'],
+                       {'enabled': False})
+      lines = result['table'].splitlines()
+      header = next(line for line in lines if line.startswith('| Method'))
+      self.assertIn('| RTE (s) | of which guard (s) |', header)
+      unguarded = next(line for line in lines
+                       if line.startswith('| FT (unguarded) |'))
+      self.assertTrue(unguarded.endswith('| — |'))  # No guard, no share.
 
   def test_each_mode_runs_with_its_own_method_config(self):
     with tempfile.TemporaryDirectory() as tmp:
