@@ -2,6 +2,8 @@
 
   python main.py --config configs/suite_cifar10_resnet18.py \
       --config.data.tfds_data_dir=DIR --workdir runs/suite_cifar10
+  python main.py --config configs/suite_cifar10_resnet18.py:guarded \
+      --config.suite.guard=both ...   # + guarded rows, side by side
 
 Every method with its reference code's recipe (configs/cifar10_resnet18.py,
 docs/RECIPES.md): the random-forgetting recipes for random (10%) forgetting,
@@ -20,7 +22,8 @@ from configs import suite
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """Returns the suite config; `arg` is '' or 'smoke'."""
+  """Returns the suite config; `arg` is '', 'smoke' or 'guarded' (the guard
+  rails and their validation slice, configs/cifar10_resnet18.py)."""
   config = cifar10_resnet18.get_config(arg)
   # The suite's sections come from the config's table: the papers' recipes.
   suite.add_suite(config, arg or '')

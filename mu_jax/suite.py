@@ -116,8 +116,9 @@ def plan(config: ml_collections.ConfigDict):
   Raises:
     ValueError: an unknown method.
     errors.ConfigError: an unknown mode, no mode, fewer than one seed, a
-      (mode, method) without its section in `suite.method_configs`, or a
-      `suite.guard` other than 'config' and 'both'.
+      (mode, method) without its section in `suite.method_configs`, a
+      `suite.guard` other than 'config' and 'both', or 'both' in random
+      mode without a validation slice.
   """
   suite = config.suite
   names = [methods.canonical_name(n) for n in _names(suite.methods)]
@@ -144,6 +145,11 @@ def plan(config: ml_collections.ConfigDict):
     raise errors.ConfigError(
         f"--config.suite.guard={guard!r}; use 'config' (each method as "
         "config.guard says) or 'both' (guarded and unguarded rows)")
+  if guard == 'both' and 'random' in modes and not config.split.val_fraction:
+    raise errors.ConfigError(
+        "--config.suite.guard='both' runs guarded random-mode rows, which "
+        'need a validation slice: set --config.split.val_fraction=0.2 (the '
+        "paper configs' 'guarded' variant has one)")
   if guard == 'both':
     names = [row for n in names
              for row in (n, n + suite_store.UNGUARDED)]

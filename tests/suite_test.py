@@ -263,6 +263,11 @@ class PlanTest(absltest.TestCase):
     config.suite.guard = 'sometimes'
     with self.assertRaisesRegex(errors.ConfigError, "suite.guard='sometimes'"):
       suite.plan(config)
+    # Guarded random-mode rows need held-out images (the paper protocol has
+    # none): refused before anything runs.
+    config.suite.guard, config.split.val_fraction = 'both', 0.0
+    with self.assertRaisesRegex(errors.ConfigError, 'val_fraction=0.2'):
+      suite.plan(config)
 
   def test_sections_per_mode_are_required(self):
     config = suite_config.get_config('smoke')
