@@ -310,6 +310,9 @@ class Guard:
     self.base_weights: PyTree = None  # Of the baseline (the original).
     # The best forgotten check of the current attempt, and its weights.
     self.attempt_best: tuple[Check, PyTree] | None = None
+    # Time in checks after the baseline: the probe, the judging and the copy
+    # of the weights (the guard's own cost inside an attempt).
+    self.check_seconds = 0.0
 
   def start_attempt(self, attempt: int):
     self.attempt, self.attempt_best = attempt, None
@@ -394,6 +397,13 @@ class Guard:
 
     A copy, because the driver donates the state's buffers to its next step.
     """
+    start = time.perf_counter()
+    try:
+      return self._measure(state, epoch=epoch, step=step)
+    finally:
+      self.check_seconds += time.perf_counter() - start
+
+  def _measure(self, state, *, epoch: float, step: int) -> Check:
     correct = self.probe(state)
     check = Check(attempt=self.attempt, epoch=epoch, step=step,
                   **_accuracies(correct))
@@ -633,7 +643,8 @@ def run(config: ml_collections.ConfigDict, mode: str, probe: Probe,
     record = {'attempt': guard.attempt, 'lr_scale': settings.lr_scale,
               'epochs': settings.epochs, 'steps': steps}
     checks_before = len(guard.checks)
-    attempt_start, probe_before = time.perf_counter(), probe.seconds
+    attempt_start, checks_seconds_before = (time.perf_counter(),
+                                            guard.check_seconds)
     compile_before = compile_seconds
     try:
       result = run_attempt(settings, monitor)
@@ -650,7 +661,7 @@ def run(config: ml_collections.ConfigDict, mode: str, probe: Probe,
         outcome=outcome, reason=reason,
         seconds=(time.perf_counter() - attempt_start
                  - (compile_seconds - compile_before)),
-        probe_seconds=probe.seconds - probe_before)
+        check_seconds=guard.check_seconds - checks_seconds_before)
     attempts.append(record)
     logging.info('guard: attempt %d (lr x%.3g, %d epochs): %s: %s',
                  guard.attempt, settings.lr_scale, settings.epochs, outcome,
@@ -717,7 +728,7 @@ def run(config: ml_collections.ConfigDict, mode: str, probe: Probe,
   method_seconds = 0.0
   if kept.attempt:
     kept_record = attempts[kept.attempt - 1]
-    method_seconds = kept_record['seconds'] - kept_record['probe_seconds']
+    method_seconds = kept_record['seconds'] - kept_record['check_seconds']
   params, model_state = weights
   state = original.replace(params=params, model_state=model_state)
   # Acted unless the first attempt, as configured, was kept as it ended.
