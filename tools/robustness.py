@@ -420,11 +420,15 @@ def _wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
   return 100.0 * max(0.0, centre - half), 100.0 * min(1.0, centre + half)
 
 
-def _mean_std(values: Sequence[float]) -> str:
-  """'mean ± std' (sample std) of the values."""
-  array = np.asarray(values, dtype=float)
-  std = float(array.std(ddof=1)) if len(array) > 1 else 0.0
-  return f'{array.mean():.2f} ± {std:.2f}'
+def _sample_std(values: Sequence[float]) -> float:
+  """The sample standard deviation (ddof 1); 0 for a single value."""
+  return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def _mean_std(values: Sequence[float], signed: bool = False) -> str:
+  """'mean ± std' (sample std) of the values; `signed`: '+0.50 ± ...'."""
+  sign = '+' if signed else ''
+  return f'{np.mean(values):{sign}.2f} ± {_sample_std(values):.2f}'
 
 
 def _replicate_table(stored, order) -> list[str]:
@@ -512,10 +516,9 @@ def compare_table(args) -> str:
   for label in others:
     diffs = [rows[label][s]['avg_gap'] - rows[first][s]['avg_gap']
              for s in args.settings]
-    std = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else 0.0
     test = (f'p = {stats.ttest_1samp(diffs, 0.0).pvalue:.3f}'
-            if std > 0 else 'no test')
-    out.append(f'- {label}: {np.mean(diffs):+.2f} ± {std:.2f} '
+            if _sample_std(diffs) > 0 else 'no test')
+    out.append(f'- {label}: {_mean_std(diffs, signed=True)} '
                f"(per setting {', '.join(f'{d:+.2f}' for d in diffs)}; "
                f'{test})')
   return '\n'.join(out)
@@ -596,8 +599,9 @@ def _options(flag_values: flags.FlagValues,
               for s in settings for k in range(values.replicates)]
   if values.set and not values.tag:
     raise app.UsageError('--set needs a --tag to name its cells')
+  guard = [g == 'on' for g in values.guard.split(',') if g]
   compare = [tuple(row.partition('@')[::2]) for row in values.compare]
-  if compare and len(values.guard.split(',')) != 1:
+  if compare and len(guard) != 1:
     raise app.UsageError('--compare reads the cells of one --guard (on or '
                          'off)')
   return Options(
@@ -605,8 +609,7 @@ def _options(flag_values: flags.FlagValues,
       settings=settings,
       methods=([m for m in values.methods.split(',') if m]
                or methods.unlearning_methods()),
-      guard=[g == 'on' for g in values.guard.split(',') if g],
-      set=list(values.set), tag=values.tag, data_dir=values.data_dir,
+      guard=guard, set=list(values.set), tag=values.tag, data_dir=values.data_dir,
       report_only=values.report_only or bool(compare), compare=compare)
 
 
